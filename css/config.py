@@ -1,0 +1,377 @@
+"""Typed configuration: YAML files (with ``base:`` inheritance) and ``key.sub=value`` overrides,
+validated into dataclasses.
+
+A config file is a YAML mapping whose sections mirror the dataclasses below. ``base: other.yaml``
+(a path relative to the file, or a list of paths) names files whose values this file overrides;
+mappings merge key by key, everything else (lists included) is replaced. Command-line overrides
+use dotted keys: ``train.lr=0.01 method.prev_kd=5 task.name=15-5``; the value is parsed as YAML.
+
+Every unknown key is an error that names the file and the closest valid key. The resolved config
+(after inheritance, overrides and the method preset) is what a run folder records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from css.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "voc"
+    """voc | ade | folder | synthetic (images); s3dis | scannet (point clouds)."""
+    root: str = "data"
+    """Folder holding the dataset (for voc: the folder that contains PascalVOC2012/)."""
+    overlap: bool = True
+    """Setting of spec 2d §6.2: overlap (True) or disjoint (False)."""
+    crop_size: int = 512
+    scale: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    eval_mode: str = "crop"
+    """crop: short side resized to crop_size + centre crop (the reference, spec 2d §5.2); whole: full images."""
+    num_workers: int = 4
+    cache_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """Dataset-specific options (synthetic: num_images, size, num_classes, seed)."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "15-1"
+    """A registered task (css.tasks.list_tasks) or, with ``steps`` given, the name of a user task."""
+    steps: list[list[int]] | None = None
+    """User-defined task: a list of class groups (dataset label ids), step 0 first."""
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet101"
+    norm: str = "iabn_sync"
+    """iabn_sync | iabn | bn (pure torch, synchronised across processes; use it on CPU)."""
+    output_stride: int = 16
+    pooling_size: int | None = 32
+    """Eval-time ASPP pooling window (spec 2d §5.5); null = global mean."""
+    base_channels: int = 64
+    """Width of the first ResNet stage (64 = standard); smaller values make CPU-sized networks."""
+    head_channels: int = 256
+    """Channels of the DeepLabV3 head (256 = standard)."""
+    pretrained: str | None = None
+    """ImageNet weights for the backbone (e.g. pretrained/resnet101_iabn_sync.pth.tar); null = random."""
+
+
+@dataclass
+class StepOverride:
+    """Training values that differ at step 0 (the base step); null = same as the other steps."""
+
+    batch_size: int | None = None
+    lr: float | None = None
+    epochs: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 24
+    """GLOBAL batch size, split evenly over the processes (design.md)."""
+    lr: float = 0.001
+    epochs: int = 30
+    step0: StepOverride = field(default_factory=StepOverride)
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    lr_power: float = 0.9
+    precision: str = "fp32"
+    """fp32 | fp16 (autocast + GradScaler) | bf16 (autocast)."""
+    eval_batch_size: int | None = None
+    """Global evaluation batch; null = the training batch of the step."""
+    max_iters_per_epoch: int | None = None
+    """Cap on iterations per epoch (quick experiments and tests); null = the whole loader."""
+    log_interval: int = 10
+
+
+@dataclass
+class MethodConfig:
+    """Loss recipe of a step. ``name`` selects a preset (css.methods); every other field left null is
+    filled by the preset, and a value given by the user is never overwritten."""
+
+    name: str = "lgkd"
+    classification: str | None = None
+    """ce | unce | bce."""
+    loss_kd: float | None = None
+    kd: str | None = None
+    """kd | unkd | lgkd | none."""
+    kd_resolution: str | None = None
+    """small (stride-16 logits with nearest-sampled labels, spec 2d §2.1) | full."""
+    alpha: float | None = None
+    prev_kd: float | None = None
+    novel_kd: float | None = None
+    loss_de: float | None = None
+    icarl_importance: float | None = None
+    regularizer: str | None = None
+    """ewc | rw | pi | none."""
+    reg_importance: float | None = None
+    reg_alpha: float | None = None
+    reg_iterations: int | None = None
+    reg_normalize: bool | None = None
+    pod: str | None = None
+    """local | none."""
+    pod_factor: float | None = None
+    pod_logits: bool | None = None
+    pod_logits_factor: float | None = None
+    pod_schedule: bool | None = None
+    pseudo: str | None = None
+    """entropy | none."""
+    pseudo_threshold: float | None = None
+    pseudo_bins: int | None = None
+    adaptive_factor: bool | None = None
+    init_balanced: bool | None = None
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    modality: str = "image"
+    """image | pointcloud."""
+    protocol: str = "reference"
+    """reference: reproduce the reference code, quirks included; fixed: corrected behaviour (design.md)."""
+    seed: int = 42
+    output_dir: str = "runs"
+    device: str = "auto"
+    """auto | cpu | cuda."""
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "modality": ("image", "pointcloud"),
+    "protocol": ("reference", "fixed"),
+    "device": ("auto", "cpu", "cuda"),
+    "data.eval_mode": ("crop", "whole"),
+    "model.norm": ("iabn_sync", "iabn", "bn"),
+    "train.precision": ("fp32", "fp16", "bf16"),
+    "method.classification": ("ce", "unce", "bce"),
+    "method.kd": ("kd", "unkd", "lgkd", "none"),
+    "method.kd_resolution": ("small", "full"),
+    "method.regularizer": ("ewc", "rw", "pi", "none"),
+    "method.pod": ("local", "none"),
+    "method.pseudo": ("entropy", "none"),
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# YAML loading with inheritance
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; check the path (relative paths are "
+                          f"resolved from the current directory, or from the including file for 'base:')")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a YAML mapping (key: value), not {type(data).__name__}")
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive merge: mappings merge key by key, every other value of ``over`` replaces ``base``."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_yaml_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file and everything it inherits through ``base:``; return the merged mapping."""
+    path = Path(path).resolve()
+    if path in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path))
+        raise ConfigError(f"config inheritance loops: {chain}; remove one of the 'base:' entries")
+    data = _read_yaml(path)
+    bases = data.pop("base", None)
+    if bases is None:
+        return data
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: 'base' must be a path or a list of paths, got {bases!r}")
+    merged: dict[str, Any] = {}
+    for b in bases:
+        merged = merge(merged, load_yaml_tree(path.parent / b, (*_seen, path)))
+    return merge(merged, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (['a', 'b'], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value (e.g. train.lr=0.01)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r} has an empty key; write it as key.sub=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc})") from exc
+    return key.split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = dict(data)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for k in keys[:-1]:
+            nxt = node.get(k)
+            nxt = dict(nxt) if isinstance(nxt, dict) else {}
+            node[k] = nxt
+            node = nxt
+        node[keys[-1]] = value
+    return data
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation into dataclasses
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str, source: str = "") -> Any:
+    """Check ``value`` against the annotation ``tp``; allow int -> float and list -> tuple."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{source}{where}: invalid value {value!r}")
+    if tp is Any:
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}{where}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        return [_coerce(v, item_tp, f"{where}[{i}]", source) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{source}{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. task name 50 written without quotes
+        raise ConfigError(f"{source}{where}: expected a string, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where, source)
+    raise ConfigError(f"{source}{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, where: str, source: str = "") -> Any:
+    prefix = f"{where}." if where else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}{where or 'config'}: expected a mapping of keys, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
+            raise ConfigError(f"{source}unknown config key '{prefix}{key}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
+        choices = CHOICES.get(f"{prefix}{key}")
+        if choices and kwargs[key] is not None and kwargs[key] not in choices:
+            raise ConfigError(f"{source}{prefix}{key}: {kwargs[key]!r} is not one of {', '.join(choices)}")
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any], *, source: str = "") -> Config:
+    """Validate a plain mapping into a Config (``source`` prefixes error messages, e.g. the file)."""
+    cfg = _build(Config, data, "", f"{source}: " if source else "")
+    _check_values(cfg, source)
+    return cfg
+
+
+def _check_values(cfg: Config, source: str) -> None:
+    where = f"{source}: " if source else ""
+    t = cfg.train
+    for key in ("batch_size", "epochs"):
+        for name, val in ((f"train.{key}", getattr(t, key)), (f"train.step0.{key}", getattr(t.step0, key))):
+            if val is not None and val <= 0:
+                raise ConfigError(f"{where}{name} must be positive, got {val}")
+    if t.lr <= 0 or (t.step0.lr is not None and t.step0.lr <= 0):
+        raise ConfigError(f"{where}train.lr and train.step0.lr must be positive")
+    if cfg.model.output_stride not in (8, 16):
+        raise ConfigError(f"{where}model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
+    if cfg.data.crop_size <= 0:
+        raise ConfigError(f"{where}data.crop_size must be positive, got {cfg.data.crop_size}")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (with inheritance) and apply ``key.sub=value`` overrides."""
+    data = load_yaml_tree(path) if path is not None else {}
+    data = apply_overrides(data, list(overrides or []))
+    return from_dict(data, source=str(path) if path is not None else "overrides")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    from css.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def step_value(cfg: Config, key: str, step: int) -> Any:
+    """A training value for ``step``: train.step0.<key> at step 0 when given, else train.<key>."""
+    if step == 0:
+        over = getattr(cfg.train.step0, key)
+        if over is not None:
+            return over
+    return getattr(cfg.train, key)
