@@ -1,0 +1,132 @@
+"""Summarise finished runs: ``python -m css.report RUN [RUN ...] [--json]``.
+
+RUN is a run folder holding ``results.json`` (preferred) or ``results.csv``, or the path of such
+a file. For every run the final bg / old / new / all / avg / hIoU are printed (x100, 2 decimals;
+see ``css.reports`` for their definitions). Runs whose resolved configurations differ only by the
+seed (top-level keys ``seed``, ``name``, ``output_dir``, ``run_dir`` are ignored) form a group,
+and every group of more than one run is printed as mean ± sample standard deviation (n - 1).
+Runs known only from a CSV carry no configuration and are never grouped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from css.errors import CSSError
+from css.reports import METRICS, dumps_json, format_table, read_results_csv, read_results_json, summarize_csv_rows
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+IGNORED_CONFIG_KEYS = frozenset({"seed", "name", "output_dir", "run_dir"})
+
+
+@dataclass
+class Run:
+    """The final metrics of one run and, when known, its resolved configuration."""
+
+    name: str
+    path: Path
+    final: dict[str, float]
+    config: dict[str, Any] | None
+
+
+def load_run(arg: str) -> Run:
+    """Read a run folder (results.json, else results.csv) or a results file given directly."""
+    path = Path(arg)
+    if path.is_dir():
+        if (path / RESULTS_JSON).is_file():
+            file = path / RESULTS_JSON
+        elif (path / RESULTS_CSV).is_file():
+            file = path / RESULTS_CSV
+        else:
+            raise CSSError(
+                f"run folder '{path}' holds neither {RESULTS_JSON} nor {RESULTS_CSV}; "
+                "has the run finished a step? (python -m css.evaluate writes them)"
+            )
+        name = path.resolve().name
+    elif path.is_file():
+        file, name = path, path.resolve().parent.name + "/" + path.name
+    else:
+        raise CSSError(f"run '{arg}' does not exist; pass a run folder or a results.json / results.csv file")
+
+    if file.suffix == ".csv":
+        summary = summarize_csv_rows(read_results_csv(file))
+        return Run(name, file, {k: summary[k] for k in METRICS}, None)
+    results = read_results_json(file)
+    config = results.get("metadata", {}).get("config")
+    return Run(name, file, results["final"], config if isinstance(config, dict) else None)
+
+
+def group_by_config(runs: Sequence[Run]) -> list[list[Run]]:
+    """Groups (in first-seen order) of runs whose configs match apart from the ignored keys."""
+    groups: dict[str, list[Run]] = {}
+    for run in runs:
+        if run.config is None:
+            continue
+        stripped = {k: v for k, v in run.config.items() if k not in IGNORED_CONFIG_KEYS}
+        key = json.dumps(stripped, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1); nan if any value is nan."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def unique_names(runs: list[Run]) -> None:
+    """Use the full path as a run's name where folder names collide."""
+    names = [r.name for r in runs]
+    for run in runs:
+        if names.count(run.name) > 1:
+            run.name = str(run.path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on a user error)."""
+    parser = argparse.ArgumentParser(prog="python -m css.report", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder, results.json or results.csv")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    args = parser.parse_args(argv)
+    try:
+        runs = [load_run(a) for a in args.runs]
+    except CSSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    unique_names(runs)
+    groups = [g for g in group_by_config(runs) if len(g) > 1]
+    stats = [{k: mean_std([r.final[k] for r in g]) for k in METRICS} for g in groups]
+
+    if args.json:
+        doc = {
+            "runs": [{"run": r.name, "path": str(r.path), "final": r.final} for r in runs],
+            "groups": [
+                {"runs": [r.name for r in g], "n": len(g),
+                 "mean": {k: s[k][0] for k in METRICS}, "std": {k: s[k][1] for k in METRICS}}
+                for g, s in zip(groups, stats)
+            ],
+        }
+        print(dumps_json(doc))
+        return 0
+
+    print(format_table([{"run": r.name, **r.final} for r in runs]))
+    if groups:
+        print("\nruns differing only by seed: mean ± sample std (n - 1)")
+        print(format_table([{"run": f"group {i} (n={len(g)})", **s} for i, (g, s) in enumerate(zip(groups, stats), 1)]))
+        for i, g in enumerate(groups, 1):
+            print(f"  group {i}: " + ", ".join(r.name for r in g))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""Result files of a run: the reference-compatible CSV, ``results.json``, a plot and text tables.
+
+Results CSV (spec 2d §8), no header, one row per step::
+
+    step,IoU_0,...,IoU_{C-1},MeanIoU
+
+``C`` is the class count of the task's last step; values are raw fractions; a class not yet seen
+at that step is written ``x``, a seen class without ground truth ``X``. The reference opened the
+file in append mode, so re-running a step appended a duplicate row (spec 2d §10.21);
+``append_results_row`` instead rewrites the file atomically with one row per step, sorted by step,
+which keeps it readable by the reference ``average_csv.py``.
+
+``results.json`` layout (NaN is stored as ``null``)::
+
+    {
+      "task": str | null, "dataset": str | null, "method": str | null,
+      "steps": [{"step": t, "num_old": C_old (classes learnt before step t, 0 at step 0),
+                 "num_classes": C_cur,
+                 "summary": {"bg", "old", "new", "all", "hiou"},   # this step's own split
+                 "iou": [IoU of each class 0..C_cur-1, null if absent from the ground truth],
+                 "mean_iou": float}, ...],
+      "final": {"bg", "old", "new", "all", "avg", "hiou"},
+      "class_names": [...],
+      "metadata": {"protocol", "seed", "world_size", "global_batch", "precision",
+                   "versions": {...}, "git_commit": str | null, "created": ISO time,
+                   "config": {resolved configuration}}
+    }
+
+``final`` follows ``average_csv.py`` (spec 2d §8): from the last step's IoUs, ``old`` is the mean
+over the base foreground classes (1..C_cur(step 0)-1), ``new`` over every later class, ``bg`` is
+IoU_0, ``all`` the last step's mean IoU, ``avg`` the mean of the per-step mean IoUs (step 0
+included) and ``hiou`` the harmonic mean of old and new. Absent classes are skipped in these
+means (the reference crashed on them, spec 2d §10.21).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from css.errors import CSSError
+from css.metrics import harmonic_mean
+from css.utils import atomic_write_bytes, atomic_write_text
+
+NOT_SEEN = "x"  # class not yet learnt at that step (spec 2d §8)
+ABSENT = "X"  # class learnt but without ground truth in the test set (spec 2d §8)
+METRICS = ("bg", "old", "new", "all", "avg", "hiou")
+_STEP_METRICS = ("bg", "old", "new", "all", "hiou")
+
+
+# --------------------------------------------------------------------------- results CSV
+@dataclass
+class CsvRow:
+    """One row of the results CSV; ``iou`` entries are floats or the markers ``x`` / ``X``."""
+
+    step: int
+    iou: list[float | str]
+    mean_iou: float
+
+    def to_line(self) -> str:
+        cells = [str(self.step)] + [v if isinstance(v, str) else repr(float(v)) for v in self.iou]
+        return ",".join(cells + [repr(float(self.mean_iou))])
+
+
+def read_results_csv(path: str | os.PathLike) -> list[CsvRow]:
+    """Parse a results CSV (reference layout, no header) into rows, in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise CSSError(f"results CSV '{path}' does not exist; pass a run folder or a CSV written by css")
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            rows.append(_parse_csv_line(line, path, number))
+    return rows
+
+
+def _parse_csv_line(line: str, path: Path, number: int) -> CsvRow:
+    cells = [c.strip() for c in line.split(",")]
+    try:
+        if len(cells) < 3:
+            raise ValueError("a row needs a step, at least one IoU and the mean IoU")
+        iou = [c if c in (NOT_SEEN, ABSENT) else float(c) for c in cells[1:-1]]
+        return CsvRow(step=int(cells[0]), iou=iou, mean_iou=float(cells[-1]))
+    except ValueError as exc:
+        raise CSSError(
+            f"{path}, line {number}: not a results row 'step,IoU_0,...,IoU_C-1,MeanIoU' ({exc}); "
+            "fix or delete that line"
+        ) from exc
+
+
+def append_results_row(
+    path: str | os.PathLike,
+    step: int,
+    iou_per_class: Sequence[float | None],
+    num_total_classes: int,
+    mean_iou: float,
+) -> None:
+    """Store the row of ``step``, replacing an earlier row of the same step (spec 2d §10.21).
+
+    ``iou_per_class`` covers the classes seen at this step (``None`` = absent from the ground
+    truth, written ``X``); the classes up to ``num_total_classes`` are written ``x``.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if len(iou_per_class) > num_total_classes:
+        raise ValueError(f"{len(iou_per_class)} IoU values for a task of {num_total_classes} classes")
+    iou: list[float | str] = [ABSENT if v is None else float(v) for v in iou_per_class]
+    iou += [NOT_SEEN] * (num_total_classes - len(iou_per_class))
+    path = Path(path)
+    rows = read_results_csv(path) if path.exists() else []
+    for row in rows:
+        if len(row.iou) != num_total_classes:
+            raise CSSError(
+                f"results CSV '{path}' has rows of {len(row.iou)} classes, but this task has "
+                f"{num_total_classes}; it belongs to another task: move it away or use a new run folder"
+            )
+    rows = [r for r in rows if r.step != step] + [CsvRow(step, iou, float(mean_iou))]
+    rows.sort(key=lambda r: r.step)
+    atomic_write_text(path, "".join(r.to_line() + "\n" for r in rows))
+
+
+def summarize_csv_rows(rows: Sequence[CsvRow]) -> dict[str, Any]:
+    """bg / old / new / all / avg / hIoU of a results CSV, as ``average_csv.py`` computes them.
+
+    The base classes are those seen at step 0, i.e. the columns before the step-0 row's first
+    ``x`` (spec 2d §8: num_old = col - 2 foreground classes). Deviation: the reference also
+    stopped at the first ``X``, which miscounts the base classes when one is absent from the
+    step-0 ground truth; here only ``x`` marks the boundary. ``x``/``X`` in the last row are
+    skipped from the means instead of crashing (spec 2d §10.21).
+    """
+    if not rows:
+        raise CSSError("the results CSV has no rows; the run has not finished its first step")
+    steps = [r.step for r in rows]
+    if steps != list(range(len(rows))):
+        # average_csv.py asserts row index == step (spec 2d §8).
+        raise CSSError(f"results rows must be the steps 0..{len(rows) - 1} in order, got steps {steps}")
+    first = rows[0].iou
+    num_base = first.index(NOT_SEEN) if NOT_SEEN in first else len(first)
+    iou_rows = [[v if isinstance(v, float) else None for v in r.iou] for r in rows]
+    result = final_summary(iou_rows, [r.mean_iou for r in rows], num_base)
+    result.update(num_steps=len(rows), num_old=num_base - 1, num_new=len(first) - num_base)
+    return result
+
+
+def final_summary(
+    iou_per_step: Sequence[Sequence[float | None]], mean_iou_per_step: Sequence[float], num_base: int
+) -> dict[str, float]:
+    """The ``final`` block: old = base foreground classes 1..num_base-1, new = later classes.
+
+    Only the last step's IoUs enter bg/old/new; ``avg`` averages every step's mean IoU.
+    ``None`` (absent class) is skipped; a group with no value is nan.
+    """
+    last = list(iou_per_step[-1])
+    bg = last[0] if last and last[0] is not None else math.nan
+    old, new = _mean(last[1:num_base]), _mean(last[num_base:])
+    return {
+        "bg": float(bg),
+        "old": old,
+        "new": new,
+        "all": float(mean_iou_per_step[-1]),
+        "avg": _mean(mean_iou_per_step),
+        "hiou": harmonic_mean(old, new),
+    }
+
+
+def _mean(values: Sequence[float | None]) -> float:
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else math.nan
+
+
+# --------------------------------------------------------------------------- results.json
+def step_entry(step: int, summary: Mapping[str, Any], iou: Sequence[float | None]) -> dict[str, Any]:
+    """One ``steps`` entry of results.json from a ``ConfusionMatrix.summary`` dict."""
+    return {
+        "step": int(step),
+        "num_old": int(summary["num_old"]),
+        "num_classes": len(iou),
+        "summary": {k: summary[k] for k in _STEP_METRICS},
+        "iou": list(iou),
+        "mean_iou": summary["all"],
+    }
+
+
+def build_results(
+    steps_entries: Sequence[Mapping[str, Any]],
+    class_names: Sequence[str],
+    metadata: Mapping[str, Any],
+    *,
+    task: str | None = None,
+    dataset: str | None = None,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """The results.json document (module docstring), with ``final`` computed from the steps."""
+    if not steps_entries:
+        raise ValueError("build_results needs at least one step entry")
+    final = final_summary(
+        [e["iou"] for e in steps_entries],
+        [e["mean_iou"] for e in steps_entries],
+        num_base=int(steps_entries[0]["num_classes"]),
+    )
+    return {
+        "task": task,
+        "dataset": dataset,
+        "method": method,
+        "steps": [dict(e) for e in steps_entries],
+        "final": final,
+        "class_names": list(class_names),
+        "metadata": dict(metadata),
+    }
+
+
+def write_results_json(
+    path: str | os.PathLike,
+    *,
+    summary_per_step: Sequence[Mapping[str, Any]],
+    per_class_iou_per_step: Sequence[Sequence[float | None]],
+    class_names: Sequence[str],
+    metadata: Mapping[str, Any],
+    task: str | None = None,
+    dataset: str | None = None,
+    method: str | None = None,
+) -> dict[str, Any]:
+    """Build results.json from per-step ``ConfusionMatrix.summary`` dicts, write it atomically.
+
+    Returns the document written (before NaN -> null).
+    """
+    if len(summary_per_step) != len(per_class_iou_per_step):
+        raise ValueError(f"{len(summary_per_step)} summaries but {len(per_class_iou_per_step)} IoU lists")
+    entries = [step_entry(t, s, iou) for t, (s, iou) in enumerate(zip(summary_per_step, per_class_iou_per_step))]
+    results = build_results(entries, class_names, metadata, task=task, dataset=dataset, method=method)
+    atomic_write_text(path, dumps_json(results) + "\n")
+    return results
+
+
+def dumps_json(obj: Any) -> str:
+    """Strict JSON (NaN/inf -> null; paths, numpy and torch scalars converted)."""
+    return json.dumps(_finite(obj), indent=2, allow_nan=False, default=_json_default)
+
+
+def read_results_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Load results.json; ``null`` metrics in ``final`` and step summaries become nan."""
+    path = Path(path)
+    if not path.is_file():
+        raise CSSError(f"results file '{path}' does not exist")
+    try:
+        results = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CSSError(f"results file '{path}' is not valid JSON ({exc}); rerun the evaluation to rewrite it") from exc
+    if not isinstance(results, dict) or "final" not in results or "steps" not in results:
+        raise CSSError(f"results file '{path}' lacks the 'steps'/'final' entries of a css results.json")
+    results["final"] = {k: _nan_if_none(results["final"].get(k)) for k in METRICS}
+    for entry in results["steps"]:
+        entry["summary"] = {k: _nan_if_none(v) for k, v in entry["summary"].items()}
+    return results
+
+
+def _nan_if_none(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _finite(obj: Any) -> Any:
+    """Recursively replace non-finite floats by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
+        return _finite(obj.tolist())
+    raise TypeError(f"cannot store a {type(obj).__name__} in results.json")
+
+
+# --------------------------------------------------------------------------- metadata
+def collect_versions() -> dict[str, str | None]:
+    """Versions of Python, the core libraries and css, for the results metadata."""
+    import torch
+
+    import css
+
+    def dist_version(name: str) -> str | None:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": dist_version("torchvision"),
+        "numpy": dist_version("numpy"),
+        "css": css.__version__,
+        "cuda": torch.version.cuda,
+    }
+
+
+def git_commit(repo_dir: str | os.PathLike) -> str | None:
+    """The commit hash checked out in ``repo_dir``; None if it is not a git repository (or no git)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", os.fspath(repo_dir), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def build_metadata(
+    config_dict: Mapping[str, Any],
+    *,
+    protocol: str,
+    seed: int,
+    world_size: int,
+    global_batch: int,
+    precision: str,
+) -> dict[str, Any]:
+    """What every result file records (design.md): protocol, seed, processes, batch, precision,
+    versions, git commit of the css checkout, creation time and the resolved config."""
+    return {
+        "protocol": protocol,
+        "seed": seed,
+        "world_size": world_size,
+        "global_batch": global_batch,
+        "precision": precision,
+        "versions": collect_versions(),
+        "git_commit": git_commit(Path(__file__).resolve().parent.parent),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config": dict(config_dict),
+    }
+
+
+# --------------------------------------------------------------------------- plot and table
+def plot_miou_per_step(path_png: str | os.PathLike, results: Mapping[str, Any]) -> None:
+    """PNG of the per-step mIoU (all, old, new, bg; x100) of a results document, written atomically."""
+    # Figure + Agg canvas directly: no pyplot global state, works without a display.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    steps = [e["step"] for e in results["steps"]]
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for key, style in (("all", "-o"), ("old", "--s"), ("new", "--^"), ("bg", ":x")):
+        values = [_nan_if_none(e["summary"].get(key)) * 100 for e in results["steps"]]
+        ax.plot(steps, values, style, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("IoU (%)")
+    ax.set_xticks(steps)
+    title = " ".join(str(results.get(k)) for k in ("dataset", "task", "method") if results.get(k))
+    ax.set_title(title or "mIoU per step")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path_png, buffer.getvalue())
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Fixed-width table with columns run, bg, old, new, all, avg, hIoU (values x100, 2 decimals).
+
+    Each row maps "run" to a name and each metric to a fraction, None/nan (shown "-"), or a
+    (mean, std) pair (shown "mean ± std").
+    """
+    header = ["run", "bg", "old", "new", "all", "avg", "hIoU"]
+    body = [[str(r["run"])] + [_cell(r.get(k)) for k in METRICS] for r in rows]
+    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
+
+    def render(line: list[str]) -> str:
+        return "  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
+
+    return "\n".join([render(header), "  ".join("-" * w for w in widths)] + [render(line) for line in body])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, tuple):
+        mean, std = value
+        return f"{_cell(mean)} ± {_cell(std)}"
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{100 * value:.2f}"
