@@ -1,0 +1,38 @@
+"""Loss functions on logits (B, C, *S) and labels (B, *S); no modality knowledge (docs/contracts.md).
+
+Classification and distillation losses, Local POD, entropy pseudo-labelling and the EWC/RW/PI
+parameter regularisers. Spec references: spec 2d §1.3 (formulas), §2 (LGKD), §3.1-3.3 (PLOP).
+"""
+
+from css.losses.classification import bce_with_ignore, cross_entropy, unbiased_ce
+from css.losses.distillation import feature_mse, icarl_distillation, kd, lgkd, unbiased_kd
+from css.losses.pod import local_pod
+from css.losses.pseudo import (
+    all_reduce_histogram,
+    entropy_histogram,
+    entropy_score,
+    pseudo_label,
+    thresholds_from_histogram,
+)
+from css.losses.regularizers import EWC, PI, RW, build_regularizer
+
+__all__ = [
+    "cross_entropy",
+    "unbiased_ce",
+    "bce_with_ignore",
+    "kd",
+    "unbiased_kd",
+    "lgkd",
+    "icarl_distillation",
+    "feature_mse",
+    "local_pod",
+    "entropy_score",
+    "entropy_histogram",
+    "thresholds_from_histogram",
+    "pseudo_label",
+    "all_reduce_histogram",
+    "EWC",
+    "RW",
+    "PI",
+    "build_regularizer",
+]

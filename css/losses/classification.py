@@ -1,0 +1,104 @@
+"""Per-element classification losses (spec 2d §1.2 step 5, §1.3).
+
+Every function takes logits of shape (B, C, *S) and integer labels of shape (B, *S), where S is
+any number of spatial dimensions: (H, W) for images, (N,) for point clouds. Inputs may be
+float32, bfloat16 or float16; the loss is computed in float32 and returned as a float32 scalar.
+
+All reductions follow the reference training loop: the per-element loss is 0 at ignored
+elements, yet ignored elements still count in the denominator of the mean (spec 2d §1.2 step 5,
+§10 item 2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["cross_entropy", "unbiased_ce", "bce_with_ignore", "check_logits_labels", "upcast"]
+
+
+def upcast(x: Tensor) -> Tensor:
+    """``x`` in float32 if it has a lower precision (bf16/fp16); float64 stays float64 (gradcheck)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def check_logits_labels(logits: Tensor, labels: Tensor, *, name: str = "logits") -> None:
+    """Raise ValueError unless ``logits`` is (B, C, *S) and ``labels`` is an integer (B, *S)."""
+    if logits.dim() < 2:
+        raise ValueError(f"{name} must have shape (B, C, *S), got {tuple(logits.shape)}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"labels must have shape (B, *S) = {expected} to match {name} {tuple(logits.shape)}, "
+            f"got {tuple(labels.shape)}"
+        )
+    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be an integer tensor (int64), got {labels.dtype}")
+
+
+def _broadcast_element_weight(weight: Tensor, labels: Tensor) -> Tensor:
+    """Reshape a per-sample weight (B,) to (B, 1, ..., 1) so that it broadcasts over labels."""
+    if weight.dim() == 1 and labels.dim() > 1 and weight.shape[0] == labels.shape[0]:
+        return weight.reshape(-1, *([1] * (labels.dim() - 1)))
+    return weight
+
+
+def cross_entropy(
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    ignore_index: int = 255,
+    element_weight: Tensor | None = None,
+) -> Tensor:
+    """Mean over ALL elements of -log softmax(logits)[label], 0 where label == ignore_index.
+
+    ``element_weight`` multiplies the per-element loss before the mean. It must broadcast to the
+    labels' shape; a per-sample weight of shape (B,), such as PLOP's adaptive factor
+    (spec 2d §3.3), is accepted as is. Ignored elements count in the denominator
+    (spec 2d §1.2 step 5).
+    """
+    check_logits_labels(logits, labels)
+    loss = F.cross_entropy(upcast(logits), labels, ignore_index=ignore_index, reduction="none")
+    if element_weight is not None:
+        loss = loss * _broadcast_element_weight(element_weight.to(loss.dtype), labels)
+    return loss.mean()
+
+
+def unbiased_ce(logits: Tensor, labels: Tensor, *, num_old: int, ignore_index: int = 255) -> Tensor:
+    """MiB's unbiased cross-entropy (spec 2d §1.3), mean over ALL elements.
+
+    Labels below ``num_old`` are relabelled to background 0, whose log-probability is
+    logsumexp(z[:, :num_old]) - logsumexp(z): background absorbs every old class. Labels
+    >= num_old use the usual z_y - logsumexp(z). Ignored elements contribute 0 but count in the
+    denominator. With ``num_old == 0`` (step 0) this is plain cross-entropy (spec 2d §1.1).
+    """
+    check_logits_labels(logits, labels)
+    if num_old == 0:
+        return cross_entropy(logits, labels, ignore_index=ignore_index)
+    if not 0 < num_old <= logits.shape[1]:
+        raise ValueError(f"num_old must be in [0, C={logits.shape[1]}], got {num_old}")
+    z = upcast(logits)
+    lse = torch.logsumexp(z, dim=1)
+    log_p_bg = torch.logsumexp(z[:, :num_old], dim=1) - lse
+    valid = labels != ignore_index
+    is_new = valid & (labels >= num_old)
+    # A clamped copy of the labels (0 for ignored and old elements) keeps the gather in range.
+    target = torch.where(is_new, labels, torch.zeros_like(labels))
+    log_p_target = z.gather(1, target.unsqueeze(1)).squeeze(1) - lse
+    log_p = torch.where(is_new, log_p_target, log_p_bg)
+    return -(log_p * valid).mean()
+
+
+def bce_with_ignore(logits: Tensor, labels: Tensor, *, ignore_index: int = 255) -> Tensor:
+    """Sum over classes of BCE-with-logits against one-hot labels, 0 where ignored (spec 2d §1.3).
+
+    The per-element sums are averaged over ALL elements, ignored ones included.
+    """
+    check_logits_labels(logits, labels)
+    z = upcast(logits)
+    valid = labels != ignore_index
+    target = torch.where(valid, labels, torch.zeros_like(labels))
+    one_hot = F.one_hot(target, num_classes=z.shape[1]).movedim(-1, 1).to(z.dtype)
+    per_element = F.binary_cross_entropy_with_logits(z, one_hot, reduction="none").sum(dim=1)
+    return (per_element * valid).mean()

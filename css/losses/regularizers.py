@@ -1,0 +1,396 @@
+"""Parameter regularisers EWC, RW and PI (spec 2d §1.3, §1.2 step 12; MiB lineage).
+
+Each regulariser penalises moving a parameter away from its value at the end of the previous
+step, weighted by an importance estimated during the previous step:
+
+    penalty = sum over parameters of  w * (theta - theta_old) ** 2
+
+- EWC: w is the Fisher information, estimated as an exponential moving average of squared
+  gradients, F <- alpha * g**2 + (1 - alpha) * F, updated every iteration.
+- PI (path integral, "synaptic intelligence"): w is the path-integral score
+  omega / (delta**2 + epsilon), omega = sum over iterations of -g * (change of theta), delta the
+  parameter's total change over the step.
+- RW (Riemannian walk): w = Fisher (as EWC) + a score accumulated over windows of ``iterations``
+  iterations, each window adding omega_window / (0.5 * F * delta_window**2 + epsilon).
+
+With ``normalize=True`` (the reference default) each importance is min-max normalised to [0, 1]
+before use; the spec does not say over which set, so we follow MiB and take one global min and
+max over every entry of every parameter (RW normalises its Fisher and its score separately).
+
+Life cycle, one regulariser per step (spec 2d §1.2 step 12, §1.3):
+1. ``reg = build_regularizer(name, model, old_state=previous_state)`` right before the step's
+   first iteration (after the new classifier is initialised). At step 0 ``old_state`` is None
+   and the penalty is 0.
+2. Every iteration, after the backward pass: ``reg.update(model)`` reads the gradients. They
+   must be unscaled (call ``GradScaler.unscale_`` first) and finite (skip overflowed steps).
+   Then ``loss = importance * reg.penalty(model)`` is added and back-propagated.
+3. After the last iteration: ``reg.state_dict()`` is stored with the checkpoint
+   (``torch.save``-able) and passed as ``old_state`` to the next step.
+
+Pass the unwrapped module (not a DistributedDataParallel wrapper) so that parameter names match
+across steps. Only parameters that require grad (and pass ``param_filter``) take part. Parameters
+absent from the old state (e.g. the new step's classifier head) or whose shape changed since are
+skipped in the penalty. The running estimates start afresh at each step; the state handed to the
+next step is the one computed over this step only, as in the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from css.errors import CheckpointError
+
+__all__ = ["EWC", "RW", "PI", "build_regularizer", "REGULARIZERS"]
+
+ParamFilter = Callable[[str], bool]
+
+
+def _trainable(model: nn.Module, param_filter: ParamFilter | None) -> Iterator[tuple[str, nn.Parameter]]:
+    """(name, parameter) pairs of ``model`` that require grad and pass ``param_filter``."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and (param_filter is None or param_filter(name)):
+            yield name, param
+
+
+def _minmax_normalise(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Min-max normalise all entries of all tensors jointly to [0, 1] (one global min and max).
+
+    Without spread (every entry equal) the relative importance is undefined: every weight then
+    becomes 1 if the common value is positive (all equally important) and 0 otherwise.
+    """
+    nonempty = [t for t in tensors.values() if t.numel() > 0]
+    if not nonempty:
+        return dict(tensors)
+    low = torch.stack([t.min().float().cpu() for t in nonempty]).min().item()
+    high = torch.stack([t.max().float().cpu() for t in nonempty]).max().item()
+    if high > low:
+        return {name: (t - low) / (high - low) for name, t in tensors.items()}
+    fill = 1.0 if high > 0 else 0.0
+    return {name: torch.full_like(t, fill) for name, t in tensors.items()}
+
+
+class _Regularizer:
+    """Shared part: the old state, the quadratic penalty and state loading.
+
+    Subclasses define ``kind`` (stored in the state to catch mix-ups), ``state_keys`` (the
+    importance entries of their state besides 'params'), ``update``, ``state_dict`` and
+    ``_importance`` (how the stored state becomes the penalty weights).
+    """
+
+    kind = ""
+    state_keys: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        normalize: bool,
+        param_filter: ParamFilter | None,
+        old_state: Mapping | None,
+    ) -> None:
+        self.model = model
+        self.normalize = normalize
+        self.param_filter = param_filter
+        self._weights: dict[str, Tensor] = {}
+        self._anchors: dict[str, Tensor] = {}
+        if old_state is not None:
+            self.load_state_dict(old_state)
+
+    def _params(self, model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+        return _trainable(model, self.param_filter)
+
+    def _current(self) -> dict[str, Tensor]:
+        """Detached copies of the current trainable parameters of the regularised model."""
+        return {name: p.detach().clone() for name, p in self._params(self.model)}
+
+    def _maybe_normalise(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return _minmax_normalise(tensors) if self.normalize else dict(tensors)
+
+    def _importance(self, state: Mapping) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Take the previous step's state (from :meth:`state_dict`) as theta_old and importance.
+
+        Raises CheckpointError if the state comes from another regulariser or lacks entries.
+        Entries whose parameter no longer exists or changed shape are dropped; the others are
+        moved to their parameter's device.
+        """
+        if not isinstance(state, Mapping):
+            raise CheckpointError(
+                f"the {self.kind.upper()} regulariser state must be a dict, got {type(state).__name__}; "
+                "pass the 'regularizer' entry saved with the previous step's checkpoint"
+            )
+        found_kind = state.get("kind")
+        missing = [key for key in ("params", *self.state_keys) if key not in state]
+        if found_kind != self.kind or missing:
+            raise CheckpointError(
+                f"the previous step's regulariser state does not fit {self.kind.upper()}: kind "
+                f"{found_kind!r}, missing keys {missing} (found {sorted(state)}). Continue from a "
+                f"checkpoint trained with the same regulariser ({self.kind.upper()}), or start the "
+                "run again from step 0 with this method."
+            )
+        weights = self._importance(state)
+        current = dict(self._params(self.model))
+        self._weights, self._anchors = {}, {}
+        for name, anchor in state["params"].items():
+            param = current.get(name)
+            if param is None or name not in weights or param.shape != anchor.shape:
+                continue
+            self._anchors[name] = anchor.detach().to(device=param.device, dtype=torch.float32)
+            self._weights[name] = weights[name].detach().to(device=param.device, dtype=torch.float32)
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        """sum over parameters of w * (theta - theta_old)**2, a float32 scalar (spec 2d §1.3).
+
+        0 without an old state (step 0). Differentiable with respect to the parameters.
+        """
+        total: Tensor | None = None
+        device = torch.device("cpu")
+        for name, param in self._params(model):
+            device = param.device
+            weight = self._weights.get(name)
+            if weight is None:
+                continue
+            term = (weight * (param.float() - self._anchors[name]).pow(2)).sum()
+            total = term if total is None else total + term
+        return total if total is not None else torch.zeros((), device=device)
+
+
+def _ema_fisher(fisher: dict[str, Tensor], params: Iterator[tuple[str, nn.Parameter]], alpha: float) -> None:
+    """F <- alpha * g**2 + (1 - alpha) * F in place for every parameter with a gradient."""
+    for name, param in params:
+        if param.grad is None:
+            continue
+        grad = param.grad.detach().float()
+        fisher[name].mul_(1 - alpha).addcmul_(grad, grad, value=alpha)
+
+
+class _PathIntegral:
+    """Running sum of -g * (change of theta) over the iterations of a step (PI, RW).
+
+    :meth:`update` is called after the backward pass, before the optimiser moves the
+    parameters. The gradient of iteration i is therefore paired with the move from theta_i to
+    theta_(i+1), which is only known at the next call (or at :meth:`pending`, for the move made
+    by the last optimiser step).
+    """
+
+    def __init__(self, params: Iterator[tuple[str, nn.Parameter]]) -> None:
+        self.omega = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params}
+        self._theta: dict[str, Tensor] = {}
+        self._grad: dict[str, Tensor] = {}
+
+    def update(self, params: Iterator[tuple[str, nn.Parameter]]) -> None:
+        """Add the move since the previous call times -(previous gradient); remember this one."""
+        for name, param in params:
+            if param.grad is None:
+                continue
+            theta = param.detach().float()
+            if name in self._grad:
+                self.omega[name].sub_(self._grad[name] * (theta - self._theta[name]))
+            self._theta[name] = theta.clone()
+            self._grad[name] = param.grad.detach().float().clone()
+
+    def pending(self, name: str, theta: Tensor) -> Tensor:
+        """-g * (theta - theta at the last call) for the move not yet added (0 if none)."""
+        if name not in self._grad:
+            return torch.zeros_like(theta)
+        return -self._grad[name] * (theta - self._theta[name])
+
+    def reset(self) -> None:
+        """Zero the running sum (keeps the last gradient and position to pair the next move)."""
+        for omega in self.omega.values():
+            omega.zero_()
+
+
+class EWC(_Regularizer):
+    """Elastic weight consolidation with an EMA Fisher (spec 2d §1.3).
+
+    State for the next step: {'kind': 'ewc', 'fisher': F, 'params': theta at the end of the
+    step}. The penalty weight is F_old, min-max normalised unless ``normalize=False``.
+    """
+
+    kind = "ewc"
+    state_keys = ("fisher",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        alpha: float = 0.9,
+        normalize: bool = True,
+        param_filter: ParamFilter | None = None,
+        old_state: Mapping | None = None,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        super().__init__(model, normalize=normalize, param_filter=param_filter, old_state=old_state)
+        self.alpha = alpha
+        self.fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in self._params(model)}
+
+    def update(self, model: nn.Module) -> None:
+        """F <- alpha * g**2 + (1 - alpha) * F from the current (unscaled) gradients."""
+        with torch.no_grad():
+            _ema_fisher(self.fisher, self._params(model), self.alpha)
+
+    def state_dict(self) -> dict:
+        """The state the next step needs (see the class docstring); tensors are copies."""
+        return {
+            "kind": self.kind,
+            "fisher": {name: f.clone() for name, f in self.fisher.items()},
+            "params": self._current(),
+        }
+
+    def _importance(self, state: Mapping) -> dict[str, Tensor]:
+        return self._maybe_normalise(state["fisher"])
+
+
+class PI(_Regularizer):
+    """Path-integral regulariser, "synaptic intelligence" (spec 2d §1.3: score delta / dtheta**2).
+
+    During the step omega accumulates -g * (change of theta) per iteration. At the end the
+    score is max(omega, 0) / ((theta_end - theta_start)**2 + epsilon); theta_start is the
+    parameters' value when the regulariser is built. The clamp at 0 keeps the penalty convex
+    (a negative weight would reward drifting away); epsilon damps parameters that barely moved.
+    State for the next step: {'kind': 'pi', 'score': ..., 'params': theta_end}.
+    """
+
+    kind = "pi"
+    state_keys = ("score",)
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        epsilon: float = 1e-3,
+        normalize: bool = True,
+        param_filter: ParamFilter | None = None,
+        old_state: Mapping | None = None,
+    ) -> None:
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        super().__init__(model, normalize=normalize, param_filter=param_filter, old_state=old_state)
+        self.epsilon = epsilon
+        self._start = self._current()
+        self._path = _PathIntegral(self._params(model))
+
+    def update(self, model: nn.Module) -> None:
+        """Accumulate the path integral with the current gradients."""
+        with torch.no_grad():
+            self._path.update(self._params(model))
+
+    def state_dict(self) -> dict:
+        """The state the next step needs (see the class docstring); tensors are copies."""
+        theta = self._current()
+        score = {}
+        for name, end in theta.items():
+            omega = self._path.omega[name] + self._path.pending(name, end.float())
+            delta = end.float() - self._start[name].float()
+            score[name] = omega.clamp(min=0) / (delta.pow(2) + self.epsilon)
+        return {"kind": self.kind, "score": score, "params": theta}
+
+    def _importance(self, state: Mapping) -> dict[str, Tensor]:
+        return self._maybe_normalise(state["score"])
+
+
+class RW(_Regularizer):
+    """Riemannian walk: EMA Fisher plus a windowed path-integral score (spec 2d §1.3).
+
+    The Fisher is updated every iteration as in EWC. The path integral omega is summed over
+    windows of ``iterations`` iterations; closing a window adds
+    omega_window / (0.5 * F * delta_window**2 + epsilon) to the score, delta_window being the
+    parameters' change over the window. The last, possibly partial, window is closed by
+    :meth:`state_dict`. Stored score = max(score, 0) (kept convex, as for PI). Penalty weight
+    = normalised F_old + normalised score_old (each min-max normalised on its own).
+    State for the next step: {'kind': 'rw', 'fisher': F, 'score': s, 'params': theta_end}.
+    """
+
+    kind = "rw"
+    state_keys = ("fisher", "score")
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        alpha: float = 0.9,
+        iterations: int = 10,
+        epsilon: float = 1e-3,
+        normalize: bool = True,
+        param_filter: ParamFilter | None = None,
+        old_state: Mapping | None = None,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if epsilon <= 0:
+            raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        super().__init__(model, normalize=normalize, param_filter=param_filter, old_state=old_state)
+        self.alpha = alpha
+        self.iterations = iterations
+        self.epsilon = epsilon
+        self.fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in self._params(model)}
+        self.score = {name: torch.zeros_like(f) for name, f in self.fisher.items()}
+        self._window_start = {name: t.float() for name, t in self._current().items()}
+        self._path = _PathIntegral(self._params(model))
+        self._count = 0
+
+    def _window_score(self, name: str, omega: Tensor, theta: Tensor) -> Tensor:
+        delta = theta - self._window_start[name]
+        return omega / (0.5 * self.fisher[name] * delta.pow(2) + self.epsilon)
+
+    def update(self, model: nn.Module) -> None:
+        """Update the Fisher and the path integral; close a window every ``iterations`` calls."""
+        with torch.no_grad():
+            _ema_fisher(self.fisher, self._params(model), self.alpha)
+            self._path.update(self._params(model))
+            self._count += 1
+            if self._count % self.iterations:
+                return
+            for name, param in self._params(model):
+                theta = param.detach().float()
+                self.score[name].add_(self._window_score(name, self._path.omega[name], theta))
+                self._window_start[name] = theta.clone()
+            self._path.reset()
+
+    def state_dict(self) -> dict:
+        """The state the next step needs (see the class docstring); tensors are copies."""
+        theta = self._current()
+        score = {}
+        for name, end in theta.items():
+            omega = self._path.omega[name] + self._path.pending(name, end.float())
+            score[name] = (self.score[name] + self._window_score(name, omega, end.float())).clamp(min=0)
+        return {
+            "kind": self.kind,
+            "fisher": {name: f.clone() for name, f in self.fisher.items()},
+            "score": score,
+            "params": theta,
+        }
+
+    def _importance(self, state: Mapping) -> dict[str, Tensor]:
+        fisher = self._maybe_normalise(state["fisher"])
+        score = self._maybe_normalise(state["score"])
+        return {name: fisher[name] + score[name] for name in fisher if name in score}
+
+
+REGULARIZERS: dict[str, type[_Regularizer]] = {"ewc": EWC, "rw": RW, "pi": PI}
+
+
+def build_regularizer(name: str | None, model: nn.Module, **kwargs) -> EWC | RW | PI | None:
+    """The regulariser called ``name`` ('ewc', 'rw', 'pi', case-insensitive) for ``model``.
+
+    ``None`` or 'none' gives None (no regulariser). ``kwargs`` go to the class (alpha,
+    normalize, epsilon, iterations, param_filter, old_state). Raises ValueError naming the valid
+    choices for an unknown name.
+    """
+    if name is None or name.lower() == "none":
+        return None
+    cls = REGULARIZERS.get(name.lower())
+    if cls is None:
+        raise ValueError(
+            f"unknown regularizer {name!r}; valid choices: {', '.join(REGULARIZERS)} or none"
+        )
+    return cls(model, **kwargs)
