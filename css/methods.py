@@ -1,0 +1,300 @@
+"""Method presets and the per-step objective.
+
+A *method* (FT, LwF, LwF-MC, ILT, EWC, RW, PI, MiB, PLOP, LGKD, lgkd-only, mib+lgkd) is a recipe of
+losses and options, spec 2d §1. ``resolve_method`` fills the fields of a ``MethodConfig`` that the
+user left null from the preset; unlike the reference (spec 2d §10.16) a value the user gave is
+never overwritten. An ``Objective`` is the method instantiated for one step: it knows the old and
+new class counts and computes the loss of one batch from the new and old model outputs (spec 2d
+§1.2), modality-agnostic (logits (B, C, *S)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from css import losses as L
+from css.config import MethodConfig
+from css.errors import ConfigError
+
+# Values every method starts from (the reference argparser defaults, spec 2d §1, §2.1).
+_COMMON: dict[str, Any] = dict(
+    classification="ce", loss_kd=0.0, kd="none", kd_resolution="full", alpha=1.0, prev_kd=10.0,
+    novel_kd=2.0, loss_de=0.0, icarl_importance=0.0, regularizer="none", reg_importance=0.0,
+    reg_alpha=0.9, reg_iterations=10, reg_normalize=True, pod="none", pod_factor=0.01, pod_logits=False,
+    pod_logits_factor=0.0005, pod_schedule=True, pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
+    adaptive_factor=False, init_balanced=False,
+)
+
+_PLOP = dict(pod="local", pod_factor=0.01, pod_logits=True, pod_logits_factor=0.0005, pseudo="entropy",
+             pseudo_threshold=0.001, adaptive_factor=True, init_balanced=True)
+
+# spec 2d §1 table ("options the preset sets").
+PRESETS: dict[str, dict[str, Any]] = {
+    "ft": {},
+    "lwf": dict(loss_kd=100.0, kd="kd"),
+    "lwf-mc": dict(classification="bce", icarl_importance=10.0),
+    "ilt": dict(loss_kd=100.0, kd="kd", loss_de=100.0),
+    "ewc": dict(regularizer="ewc", reg_importance=100.0),
+    "rw": dict(regularizer="rw", reg_importance=100.0),
+    "pi": dict(regularizer="pi", reg_importance=100.0),
+    "mib": dict(loss_kd=10.0, kd="unkd", classification="unce", init_balanced=True),
+    "plop": dict(_PLOP),
+    # spec 2d §2.3: LGKD = PLOP + 1 x LGKD on the stride-16 logits.
+    "lgkd": dict(_PLOP, loss_kd=1.0, kd="lgkd", kd_resolution="small"),
+    "lgkd-only": dict(loss_kd=1.0, kd="lgkd", kd_resolution="small"),
+    "mib+lgkd": dict(classification="unce", loss_kd=1.0, kd="lgkd", kd_resolution="small", init_balanced=True),
+}
+ALIASES = {"finetune": "ft", "fine-tuning": "ft", "lwf_mc": "lwf-mc", "lgkd_only": "lgkd-only",
+           "mib_lgkd": "mib+lgkd"}
+
+
+def method_names() -> list[str]:
+    return list(PRESETS)
+
+
+def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "reference") -> MethodConfig:
+    """Return a copy of ``method`` with every null field filled from its preset (spec 2d §1)."""
+    key = ALIASES.get(method.name.lower(), method.name.lower())
+    if key not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(PRESETS), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"method.name: unknown method '{method.name}'; choose one of {', '.join(PRESETS)}.{hint}")
+    values = dict(_COMMON)
+    values.update(PRESETS[key])
+    if dataset == "ade" and key == "lgkd":
+        # spec 2d §1: the LGKD preset switches to the PLOP ADE POD factors.
+        values.update(pod_factor=0.001, pod_logits_factor=0.00001)
+    if dataset == "ade" and key == "plop" and protocol == "fixed":
+        # spec 2d §10.16: the reference PLOP preset ignores the dataset and runs ADE with VOC factors;
+        # the fixed protocol uses the factors of the original PLOP ADE scripts (spec 2d §9.2).
+        values.update(pod_factor=0.001, pod_logits_factor=0.00001)
+    given = {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "name"}
+    values.update({k: v for k, v in given.items() if v is not None})
+    return MethodConfig(name=key, **values)
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def downsample_labels(labels: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Nearest sampling of a label map to ``size``: output element i takes input floor(i * in / out).
+
+    For 512 crops at output stride 16 this picks label pixel (16i, 16j), exactly as the reference's
+    ``F.interpolate(scale_factor=1/16)`` under PyTorch 1.10 (spec 2d §2.1).
+    """
+    if tuple(labels.shape[1:]) == tuple(size):
+        return labels
+    out = labels
+    for dim, n_out in enumerate(size, start=1):
+        n_in = labels.shape[dim]
+        idx = torch.div(torch.arange(n_out, device=labels.device) * n_in, n_out, rounding_mode="floor")
+        out = out.index_select(dim, idx)
+    return out
+
+
+def upsample_logits(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if tuple(logits.shape[2:]) == tuple(size):
+        return logits
+    mode = "bilinear" if len(size) == 2 else "linear"
+    return F.interpolate(logits, size=size, mode=mode, align_corners=False)
+
+
+class Objective:
+    """The loss of one step (spec 2d §1.2 steps 3-11).
+
+    ``__call__(new, old, labels)`` takes the new model's ``SegOutput``, the old model's (None at
+    step 0) and the labels of the step, and returns ``(total, terms)``; ``terms`` holds each
+    detached component for logging. Regularisers (EWC/RW/PI) need the gradients of that total, so
+    the engine calls ``after_backward(model)`` and then backpropagates ``regularizer_loss(model)``
+    (spec 2d §1.2 step 12).
+    """
+
+    def __init__(self, method: MethodConfig, *, step: int, num_old: int, num_current: int,
+                 protocol: str = "reference", ignore_index: int = 255):
+        self.m = method
+        self.step = step
+        self.num_old = num_old
+        self.num_current = num_current
+        self.num_new = num_current - num_old
+        self.protocol = protocol
+        self.ignore_index = ignore_index
+        self.incremental = step > 0 and num_old > 0
+        m = method
+        self.use_kd = self.incremental and m.kd != "none" and (m.loss_kd or 0) > 0
+        self.use_de = self.incremental and (m.loss_de or 0) > 0
+        self.use_icarl = self.incremental and (m.icarl_importance or 0) > 0
+        self.use_pod = self.incremental and m.pod == "local"
+        self.use_pseudo = self.incremental and m.pseudo == "entropy"
+        self.thresholds: torch.Tensor | None = None
+        self.regularizer = None
+
+    # --------------------------------------------------------------------------------------------
+    @property
+    def needs_old_model(self) -> bool:
+        return self.use_kd or self.use_de or self.use_icarl or self.use_pod or self.use_pseudo
+
+    @property
+    def needs_thresholds(self) -> bool:
+        return self.use_pseudo and self.thresholds is None
+
+    def compute_thresholds(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Entropy thresholds from one pass over (old full-resolution logits, labels) batches
+        (spec 2d §3.3). Under ``protocol: fixed`` the histograms are summed over processes first."""
+        hist = None
+        for old_logits, labels in batches:
+            h = L.entropy_histogram(old_logits.float(), labels, num_current=self.num_current,
+                                    bins=self.m.pseudo_bins)
+            hist = h if hist is None else hist + h
+        if hist is None:
+            hist = torch.zeros(self.num_current, self.m.pseudo_bins, dtype=torch.float64)
+        if self.protocol == "fixed":
+            hist = L.all_reduce_histogram(hist)
+        self.thresholds = L.thresholds_from_histogram(hist, protocol=self.protocol,
+                                                      min_threshold=self.m.pseudo_threshold)
+        return self.thresholds
+
+    def attach_regularizer(self, model: torch.nn.Module, old_state: dict | None) -> None:
+        if self.m.regularizer in (None, "none") or (self.m.reg_importance or 0) <= 0:
+            return
+        kwargs: dict[str, Any] = {"old_state": old_state}
+        if self.m.regularizer in ("ewc", "rw"):
+            kwargs.update(alpha=self.m.reg_alpha, normalize=self.m.reg_normalize)
+        if self.m.regularizer == "rw":
+            kwargs.update(iterations=self.m.reg_iterations)
+        if self.m.regularizer == "pi":
+            kwargs.update(normalize=self.m.reg_normalize)
+        self.regularizer = L.build_regularizer(self.m.regularizer, model, **kwargs)
+
+    def after_backward(self, model: torch.nn.Module) -> None:
+        if self.regularizer is not None:
+            self.regularizer.update(model)
+
+    def regularizer_loss(self, model: torch.nn.Module) -> torch.Tensor | None:
+        if self.regularizer is None or self.step == 0:
+            return None
+        return self.m.reg_importance * self.regularizer.penalty(model)
+
+    def _global_mean_correction(self, labels: torch.Tensor) -> torch.Tensor | float:
+        """Make a mean over non-ignored elements a mean over the GLOBAL batch under DDP.
+
+        Each process divides by its own count of valid elements, and DDP averages the gradients,
+        so the reference's LGKD (per-GPU mean) weighs elements differently depending on how the
+        batch is split. Under ``protocol: fixed`` the local mean is rescaled by
+        n_local * W / n_global, which makes the averaged gradient that of the global mean
+        (design.md: results must not depend on the number of processes).
+        """
+        if self.protocol != "fixed" or not (dist.is_available() and dist.is_initialized()):
+            return 1.0
+        world = dist.get_world_size()
+        if world == 1:
+            return 1.0
+        n_local = (labels != self.ignore_index).sum().to(torch.float64)
+        n_global = n_local.clone()
+        dist.all_reduce(n_global)
+        if float(n_global) == 0:
+            return 1.0
+        return (n_local * world / n_global).float()
+
+    # --------------------------------------------------------------------------------------------
+    def __call__(self, new, old, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        m = self.m
+        logits = new.logits
+        original = labels
+        terms: dict[str, torch.Tensor] = {}
+        if self.incremental and self.needs_old_model and old is None:
+            raise RuntimeError("the objective of an incremental step needs the old model's outputs")
+
+        # spec 2d §3.3: pseudo-label the background from the old model, per-image adaptive factor.
+        factor = None
+        if self.use_pseudo:
+            if self.thresholds is None:
+                raise RuntimeError("compute_thresholds() must run before training with pseudo-labels")
+            old_full = upsample_logits(old.logits_small, tuple(labels.shape[1:])) \
+                if old.logits.shape[2:] != labels.shape[1:] else old.logits
+            labels, f = L.pseudo_label(labels, old_full.float(), self.thresholds.to(labels.device),
+                                       num_old=self.num_old, num_current=self.num_current,
+                                       ignore_index=self.ignore_index)
+            if m.adaptive_factor:
+                factor = f
+
+        # spec 2d §1.1 / §1.3: main criterion, mean over all elements (ignored ones included).
+        if m.classification == "bce":
+            cls_loss = L.bce_with_ignore(logits, labels, ignore_index=self.ignore_index)
+        elif m.classification == "unce" and self.incremental:
+            cls_loss = L.unbiased_ce(logits, labels, num_old=self.num_old, ignore_index=self.ignore_index)
+        else:
+            cls_loss = L.cross_entropy(logits, labels, ignore_index=self.ignore_index, element_weight=factor)
+        terms["ce"] = cls_loss
+        total = cls_loss
+
+        if self.use_icarl:  # spec 2d §1.2 step 6
+            t = m.icarl_importance * self.num_old * L.icarl_distillation(logits, old.logits)
+            terms["icarl"] = t
+            total = total + t
+        if self.use_de:  # spec 2d §1.2 step 7 (ILT)
+            t = m.loss_de * L.feature_mse(new.features["body"], old.features["body"])
+            terms["de"] = t
+            total = total + t
+        if self.use_kd:  # spec 2d §1.2 step 8
+            if m.kd == "lgkd":
+                if m.kd_resolution == "small":
+                    # spec 2d §2.1: stride-16 logits, ORIGINAL labels sampled by nearest neighbour.
+                    kd_labels = downsample_labels(original, tuple(new.logits_small.shape[2:]))
+                    kd_new, kd_old = new.logits_small, old.logits_small
+                else:
+                    kd_labels, kd_new, kd_old = original, logits, old.logits
+                t = L.lgkd(kd_new, kd_old, kd_labels, prev_weight=m.prev_kd, novel_weight=m.novel_kd,
+                           alpha=m.alpha, ignore_index=self.ignore_index)
+                t = t * self._global_mean_correction(kd_labels)
+            elif m.kd == "unkd":
+                t = L.unbiased_kd(logits, old.logits, alpha=m.alpha)
+            else:
+                t = L.kd(logits, old.logits, alpha=m.alpha)
+            t = m.loss_kd * t
+            terms["kd"] = t
+            total = total + t
+        if self.use_pod:  # spec 2d §3.1
+            old_maps = list(old.features["attentions"])
+            new_maps = list(new.features["attentions"])
+            factors = [m.pod_factor] * len(old_maps)
+            if m.pod_logits:
+                old_maps.append(old.logits_small)
+                new_maps.append(new.logits_small)
+                factors.append(m.pod_logits_factor)
+            t = L.local_pod(old_maps, new_maps, factors=factors, num_current=self.num_current,
+                            num_new=self.num_new, schedule=m.pod_schedule)
+            terms["pod"] = t
+            total = total + t
+        terms = {k: v.detach() for k, v in terms.items()}
+        return total, terms
+
+    def describe(self) -> str:
+        m = self.m
+        parts = [m.classification.upper() + (" x adaptive factor" if self.use_pseudo and m.adaptive_factor else "")]
+        if self.use_pseudo:
+            parts[0] += " on entropy pseudo-labels"
+        if self.use_kd:
+            extra = f" (prev {m.prev_kd:g}, novel {m.novel_kd:g})" if m.kd == "lgkd" else ""
+            parts.append(f"{m.loss_kd:g} x {m.kd.upper()}{extra}")
+        if self.use_de:
+            parts.append(f"{m.loss_de:g} x feature MSE")
+        if self.use_icarl:
+            parts.append(f"{m.icarl_importance:g} x C_old x iCaRL")
+        if self.use_pod:
+            parts.append(f"local POD ({m.pod_factor:g}" + (f", logits {m.pod_logits_factor:g})" if m.pod_logits else ")"))
+        if self.regularizer is not None or (self.step > 0 and m.regularizer not in (None, "none")):
+            parts.append(f"{m.reg_importance:g} x {m.regularizer.upper()}")
+        return " + ".join(parts)
+
+
+def pod_schedule_factor(num_current: int, num_new: int) -> float:
+    """sqrt(C_cur / n_t), the POD schedule of spec 2d §3.1 step 7."""
+    return math.sqrt(num_current / num_new)
