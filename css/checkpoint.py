@@ -1,0 +1,94 @@
+"""Checkpoints: the finished model of a step, and the resumable state written every epoch.
+
+Run folder layout (one folder per run, design.md "run")::
+
+    RUN/config.yaml              resolved config (inheritance, overrides and method preset applied)
+    RUN/log.txt, RUN/tb/         log file and TensorBoard scalars
+    RUN/step{t}/model.pt         finished step: {"format": "css", "model": state_dict, ...}
+    RUN/step{t}/resume.pt        in-progress step, rewritten atomically after every epoch
+    RUN/results.csv|json, RUN/miou.png
+
+A step is finished when its ``model.pt`` exists and its results are recorded; re-running the same
+command skips finished steps and resumes an unfinished one from ``resume.pt``.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from css.errors import CheckpointError
+from css.utils import atomic_torch_save
+
+FORMAT = "css"
+FORMAT_VERSION = 1
+
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / f"step{step}"
+
+
+def model_path(run_dir: Path, step: int) -> Path:
+    return step_dir(run_dir, step) / "model.pt"
+
+
+def resume_path(run_dir: Path, step: int) -> Path:
+    return step_dir(run_dir, step) / "resume.pt"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return getattr(model, "module", model)
+
+
+def load_file(path: str | Path) -> Any:
+    """torch.load on CPU with a clear error for a missing or unreadable file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - older files may hold plain Python objects; retry below
+        pass
+    try:
+        # Files written by the reference code store argparse namespaces and numpy scalars.
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); is it a PyTorch file?") from exc
+
+
+def save_step_model(path: Path, model: torch.nn.Module, *, step: int, classes_per_step: list[int],
+                    task: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    obj = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "classes_per_step": list(classes_per_step),
+           "task": task, "model": unwrap(model).state_dict(),
+           # The importer converts norm weights between InPlaceABN (|gamma| + eps) and plain BN by this.
+           "norm": getattr(unwrap(model), "norm", None)}
+    obj.update(extra or {})
+    atomic_torch_save(obj, path)
+
+
+def load_step_model(path: str | Path) -> dict[str, Any]:
+    obj = load_file(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a css step checkpoint (no 'format: css' key); reference "
+                              f"checkpoints are imported with --init-step0 or css.image.load_reference_weights")
+    return obj
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,370 @@
+"""One step's training loop and the evaluation loop (modality-agnostic).
+
+Spec 2d §5.1 (SGD Nesterov 0.9, weight decay 1e-4, poly 0.9 stepped every iteration), §5.3 (DDP,
+mixed precision; torch.autocast + GradScaler replace apex O1), §1.2 (the per-iteration order:
+old model under no_grad, objective, backward, regulariser, optimiser and scheduler steps).
+
+The engine knows nothing about steps beyond the objective it is given (design.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from css.checkpoint import rng_state, set_rng_state, unwrap
+from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, seed_everything
+from css.errors import ConfigError
+from css.metrics import ConfusionMatrix
+from css.utils import atomic_torch_save
+
+log = logging.getLogger("css")
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    lr: float
+    batch_size: int  # global
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    lr_power: float = 0.9
+    precision: str = "fp32"
+    num_workers: int = 0
+    seed: int = 42
+    step: int = 0
+    max_iters_per_epoch: int | None = None
+    log_interval: int = 10
+
+
+def local_batch(global_batch: int, env: DistEnv, what: str = "train.batch_size") -> int:
+    """Each process takes global / world size samples (design.md: the config holds the global batch)."""
+    if global_batch % env.world_size:
+        raise ConfigError(f"{what}={global_batch} is the GLOBAL batch and must be divisible by the "
+                          f"number of processes ({env.world_size}); choose a multiple of {env.world_size}")
+    return global_batch // env.world_size
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class SeededDataset(Dataset):
+    """Draws each sample's augmentation from a seed of (seed, step, epoch, index).
+
+    The random crop and flip of a sample then do not depend on which process or DataLoader worker
+    loads it, nor on whether the run was resumed: a 2-process run sees exactly the augmented
+    batches of a 1-process run with the same global batch.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, step: int):
+        self.dataset, self.seed, self.step, self.epoch = dataset, seed, step, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed_everything(derived_seed(self.seed, self.step, self.epoch, index))
+        return self.dataset[index]
+
+
+def _seed_worker(worker_id: int) -> None:
+    # DataLoader gives every worker torch seed base_seed + id; derive numpy/python from it so
+    # augmentations that use them are reproducible too.
+    import random
+
+    import numpy as np
+
+    s = torch.initial_seed() % (2**32)
+    np.random.seed(s)
+    random.seed(s)
+
+
+def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Callable | None = None) -> DataLoader:
+    """Shuffled, drop_last loader over this process's shard (spec 2d §5.3: DistributedSampler with
+    seed 0 + set_epoch, drop_last=True)."""
+    if len(dataset) == 0:
+        raise ConfigError(f"the training set of step {s.step} is empty: no image/block holds a class of this "
+                          f"step; check data.root, the task and data.overlap")
+    b = local_batch(s.batch_size, env)
+    dataset = SeededDataset(dataset, s.seed, s.step)
+    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                 seed=0, drop_last=False)
+    if len(sampler) < b:
+        raise ConfigError(f"step {s.step}: the training set has {len(dataset)} samples, fewer than one batch "
+                          f"of {s.batch_size} (drop_last); lower train.batch_size")
+    return DataLoader(dataset, batch_size=b, sampler=sampler, num_workers=s.num_workers, drop_last=True,
+                      pin_memory=env.device.type == "cuda", worker_init_fn=_seed_worker, collate_fn=collate,
+                      persistent_workers=False)
+
+
+class _ShardSampler(Sampler[int]):
+    """Every process takes indices rank, rank + W, ... without padding, so no sample is counted twice."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: str, num_workers: int = 0,
+                collate: Callable | None = None) -> DataLoader:
+    b = local_batch(batch_size, env, "train.eval_batch_size")
+    if protocol == "reference":
+        # spec 2d §10.7: the reference test sampler shuffles and pads to a multiple of W
+        # (up to W-1 images counted twice).
+        sampler: Sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
+                                              shuffle=env.world_size > 1, seed=0)
+    else:
+        sampler = _ShardSampler(len(dataset), env.rank, env.world_size)
+    return DataLoader(dataset, batch_size=b, sampler=sampler, num_workers=num_workers,
+                      pin_memory=env.device.type == "cuda", collate_fn=collate)
+
+
+def poly_lambda(max_iters: int, power: float) -> Callable[[int], float]:
+    """spec 2d §5.1: lr_i = base_lr * (1 - i / max_iters) ** power, i = scheduler steps so far."""
+    return lambda i: max(0.0, 1.0 - i / max_iters) ** power
+
+
+def build_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    # spec 2d §5.1: one SGD over body, head and classifier, all with weight decay (BN and biases too).
+    params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
+
+
+def _to(batch, device):
+    x, y = batch
+    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def _progress(iterable, env: DistEnv, total: int, desc: str):
+    if env.is_main and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return iterable
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    terms: dict[str, float]
+    lr: float
+    seconds: float
+    iterations: int
+    skipped: int = 0
+
+
+@dataclass
+class Trainer:
+    """Trains ``model`` for one step. ``old_model`` (frozen, eval mode) is None at step 0."""
+
+    model: torch.nn.Module
+    old_model: torch.nn.Module | None
+    objective: Any
+    dataset: Dataset
+    env: DistEnv
+    settings: TrainSettings
+    resume_file: Path
+    collate: Callable | None = None
+    writer: Any = None
+    history: list[EpochLog] = field(default_factory=list)
+
+    def __post_init__(self):
+        s = self.settings
+        self.loader = train_loader(self.dataset, self.env, s, self.collate)
+        self.iters_per_epoch = len(self.loader)
+        if s.max_iters_per_epoch:
+            self.iters_per_epoch = min(self.iters_per_epoch, s.max_iters_per_epoch)
+        self.max_iters = s.epochs * self.iters_per_epoch
+        self.optimizer = build_optimizer(self.model, s)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(self.max_iters, s.lr_power))
+        use_scaler = s.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=use_scaler)
+        self.start_epoch = 0
+
+    # --------------------------------------------------------------------------------------------
+    def _state(self, epoch: int) -> dict[str, Any]:
+        obj = self.objective
+        return {
+            "epoch": epoch, "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
+            "thresholds": obj.thresholds, "regularizer": obj.regularizer.state_dict() if obj.regularizer else None,
+            "history": [vars(h) for h in self.history],
+        }
+
+    def try_resume(self) -> bool:
+        """Load ``resume_file`` if present; returns True when training continues from it."""
+        if not self.resume_file.is_file():
+            return False
+        st = torch.load(self.resume_file, map_location="cpu", weights_only=False)
+        unwrap(self.model).load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.scheduler.load_state_dict(st["scheduler"])
+        self.scaler.load_state_dict(st["scaler"])
+        set_rng_state(st["rng"])
+        if st.get("thresholds") is not None:
+            self.objective.thresholds = st["thresholds"]
+        if st.get("regularizer") is not None and self.objective.regularizer is not None:
+            self.objective.regularizer.load_state_dict(st["regularizer"])
+        self.history = [EpochLog(**h) for h in st.get("history", [])]
+        self.start_epoch = int(st["epoch"])
+        log.info("step %d: resuming from %s after epoch %d/%d", self.settings.step, self.resume_file,
+                 self.start_epoch, self.settings.epochs)
+        return True
+
+    # --------------------------------------------------------------------------------------------
+    def _old_outputs(self, x: torch.Tensor):
+        if self.old_model is None or not self.objective.needs_old_model:
+            return None
+        with torch.no_grad():
+            return self.old_model(x)
+
+    def prepare_thresholds(self) -> None:
+        """One pass over the augmented training data with the old model (spec 2d §3.3)."""
+        if not self.objective.needs_thresholds:
+            return
+        env, s = self.env, self.settings
+        self._set_epoch(0)
+        seed_everything(derived_seed(s.seed, s.step, 10**6, env.rank))
+
+        def batches():
+            for i, batch in enumerate(self.loader):
+                if s.max_iters_per_epoch and i >= s.max_iters_per_epoch:
+                    break
+                x, y = _to(batch, env.device)
+                with autocast(env.device, s.precision):
+                    old = self._old_outputs(x)
+                yield old.logits.float(), y
+
+        t0 = time.time()
+        th = self.objective.compute_thresholds(batches())
+        log.info("step %d: pseudo-label thresholds from %d batches in %.1fs (min %.4g, max %.4g)", s.step,
+                 self.iters_per_epoch, time.time() - t0, float(th.min()), float(th.max()))
+
+    def fit(self) -> list[EpochLog]:
+        env, s = self.env, self.settings
+        self.try_resume()
+        if self.start_epoch == 0:
+            self.prepare_thresholds()
+        for epoch in range(self.start_epoch, s.epochs):
+            # Seed every epoch from (seed, step, epoch, rank): a resumed run sees exactly the data
+            # order and augmentations the uninterrupted one would have seen.
+            seed_everything(derived_seed(s.seed, s.step, epoch, env.rank))
+            self._set_epoch(epoch)
+            entry = self._epoch(epoch)
+            self.history.append(entry)
+            if env.is_main:
+                atomic_torch_save(self._state(epoch + 1), self.resume_file)
+            barrier()
+        return self.history
+
+    def _set_epoch(self, epoch: int) -> None:
+        self.loader.sampler.set_epoch(epoch)
+        self.loader.dataset.set_epoch(epoch)
+
+    def _epoch(self, epoch: int) -> EpochLog:
+        env, s = self.env, self.settings
+        self.model.train()
+        sums: dict[str, torch.Tensor] = {}
+        t0 = time.time()
+        n = 0
+        skipped = 0
+        it = _progress(self.loader, env, self.iters_per_epoch, f"step {s.step} epoch {epoch + 1}/{s.epochs}")
+        for i, batch in enumerate(it):
+            if i >= self.iters_per_epoch:
+                break
+            x, y = _to(batch, env.device)
+            with autocast(env.device, s.precision):
+                old = self._old_outputs(x)
+                out = self.model(x)
+                loss, terms = self.objective(out, old, y)
+            if not torch.isfinite(loss):
+                if s.precision == "fp16":
+                    skipped += 1  # the scaler skips this update; as in the reference, the LR still steps
+                else:
+                    desc = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+                    raise FloatingPointError(
+                        f"non-finite loss at step {s.step}, epoch {epoch + 1}, iteration {i + 1} ({desc}); "
+                        f"lower train.lr or check the data/labels")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.objective.regularizer is not None:
+                # spec 2d §1.2 step 12: the regulariser reads the gradients of the total, then its
+                # penalty is backpropagated separately.
+                self.scaler.unscale_(self.optimizer)
+                self.objective.after_backward(unwrap(self.model))
+                reg = self.objective.regularizer_loss(unwrap(self.model))
+                if reg is not None and reg.requires_grad:
+                    reg.backward()
+                    terms["reg"] = reg.detach()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            terms = dict(terms, total=loss.detach())
+            for k, v in terms.items():
+                sums[k] = sums.get(k, torch.zeros((), device=env.device, dtype=torch.float64)) + v.double()
+            n += 1
+            if hasattr(it, "set_postfix") and (i % max(1, s.log_interval) == 0):
+                it.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()})
+            if log.isEnabledFor(logging.DEBUG) and i % max(1, s.log_interval) == 0:
+                log.debug("step %d epoch %d it %d: %s", s.step, epoch + 1, i + 1,
+                          ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
+        # Epoch means over all processes (spec 2d §1.2 "Logging": reduced and divided by W*len).
+        keys = sorted(sums)
+        vec = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
+        vec = all_reduce_sum(vec.to(env.device))
+        means = {k: float(v) / max(1, n * env.world_size) for k, v in zip(keys, vec.tolist())}
+        entry = EpochLog(epoch=epoch + 1, terms=means, lr=self.optimizer.param_groups[0]["lr"],
+                         seconds=time.time() - t0, iterations=n, skipped=skipped)
+        log.info("step %d epoch %d/%d: %s | lr %.2e | %.1fs", s.step, epoch + 1, s.epochs,
+                 " ".join(f"{k} {v:.4f}" for k, v in means.items()), entry.lr, entry.seconds)
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"step{s.step}/loss_{k}", v, epoch + 1)
+            self.writer.add_scalar(f"step{s.step}/lr", entry.lr, epoch + 1)
+        return entry
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env: DistEnv, batch_size: int,
+             precision: str = "fp32", protocol: str = "reference", num_workers: int = 0,
+             collate: Callable | None = None, desc: str = "eval") -> ConfusionMatrix:
+    """Argmax of the full-resolution logits -> confusion matrix over the dataset, summed over
+    processes (spec 2d §8)."""
+    loader = eval_loader(dataset, env, batch_size, protocol=protocol, num_workers=num_workers, collate=collate)
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, device=env.device)
+    for batch in _progress(loader, env, len(loader), desc):
+        x, y = _to(batch, env.device)
+        with autocast(env.device, precision):
+            logits = model(x).logits
+        cm.update(logits.argmax(1), y)
+    cm.all_reduce()
+    model.train(was_training)
+    return cm
+
+
+def finite_or_none(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v

@@ -1,0 +1,76 @@
+"""The image modality: DeepLabV3 models and VOC / ADE20k / folder / synthetic datasets for the
+step controller (css.controller)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import logging
+
+from css.errors import CheckpointError, ConfigError
+from css.tasks import Task
+
+log = logging.getLogger("css")
+
+
+class ImageModality:
+    name = "image"
+    collate = None  # training crops and evaluation crops have one size: default collation
+
+    def task(self, cfg) -> Task:
+        from css.image.data import load_dataset_task
+
+        spec: Any = cfg.task.steps if cfg.task.steps is not None else cfg.task.name
+        task = load_dataset_task(cfg.data.dataset, spec, root=cfg.data.root, options=cfg.data.options or None)
+        if cfg.task.steps is not None and task.name != cfg.task.name:
+            import dataclasses
+
+            task = dataclasses.replace(task, name=cfg.task.name)
+        return task
+
+    def build_model(self, cfg, classes_per_step: list[int], env) -> torch.nn.Module:
+        from css.image.models import build_model
+
+        m = cfg.model
+        norm = m.norm
+        if env.device.type == "cpu" and env.distributed and norm == "iabn_sync":
+            raise ConfigError("model.norm=iabn_sync needs CUDA tensors (InPlaceABNSync); on CPU with several "
+                              "processes use model.norm=bn (pure torch, synchronised across processes)")
+        return build_model(classes_per_step, backbone=m.backbone, norm=norm, output_stride=m.output_stride,
+                           pooling_size=m.pooling_size, base_channels=m.base_channels,
+                           head_channels=m.head_channels)
+
+    def load_pretrained(self, model: torch.nn.Module, cfg) -> None:
+        if not cfg.model.pretrained:
+            return
+        from pathlib import Path
+
+        from css.image.weights import load_reference_weights
+
+        path = Path(cfg.model.pretrained)
+        if not path.is_file():
+            raise CheckpointError(
+                f"model.pretrained: ImageNet weights {path} not found. Download resnet101_iabn_sync.pth.tar (the "
+                f"InPlaceABN ImageNet ResNet-101 released with the LGKD code, spec 2d §5.4) into {path.parent}/, "
+                f"or train from random weights with model.pretrained=null")
+        report = load_reference_weights(model, path)
+        log.info("loaded ImageNet backbone %s (%s)", path, report)
+
+    def import_weights(self, model: torch.nn.Module, path: str) -> Any:
+        from css.image.weights import load_reference_weights
+
+        return load_reference_weights(model, path, strict=True)
+
+    def dataset(self, cfg, task: Task, step: int, split: str):
+        from css.image.data import build_dataset
+        from css.image.transforms import eval_transform, train_transform
+
+        d = cfg.data
+        if split == "train":
+            tf = train_transform(crop_size=d.crop_size, scale=tuple(d.scale))
+        else:
+            tf = eval_transform(mode=d.eval_mode, crop_size=d.crop_size)
+        return build_dataset(d.dataset, d.root, task=task, step=step, split=split, overlap=d.overlap,
+                             transform=tf, cache_dir=d.cache_dir, options=d.options or None)

@@ -1,0 +1,42 @@
+"""What a modality supplies to the modality-agnostic controller (design.md "Data flow").
+
+A modality builds the model of a step (one classifier head per step), the datasets of a step and
+split (already filtered and remapped for the task), loads pretrained weights and imports foreign
+checkpoints. ``get_modality(name)`` imports the branch lazily so the core runs without the heavy
+dependencies of the other branch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import torch
+from torch.utils.data import Dataset
+
+from css.errors import ConfigError
+
+
+class Modality(Protocol):
+    name: str
+    collate: Callable | None
+
+    def task(self, cfg: Any) -> Any: ...
+
+    def build_model(self, cfg: Any, classes_per_step: list[int], env: Any) -> torch.nn.Module: ...
+
+    def dataset(self, cfg: Any, task: Any, step: int, split: str) -> Dataset: ...
+
+    def load_pretrained(self, model: torch.nn.Module, cfg: Any) -> None: ...
+
+    def import_weights(self, model: torch.nn.Module, path: str) -> Any: ...
+
+
+def get_modality(name: str) -> Modality:
+    if name == "image":
+        from css.image.modality import ImageModality
+
+        return ImageModality()
+    if name == "pointcloud":
+        raise ConfigError("modality pointcloud: the point-cloud branch (S3DIS/ScanNet, DGCNN) is not part of this "
+                          "release yet; its tasks are available in css.tasks. Use modality: image for now.")
+    raise ConfigError(f"modality: {name!r} is not one of image, pointcloud")
