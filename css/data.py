@@ -122,12 +122,16 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m css.data", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     inspect = commands.add_parser("inspect", help="check a dataset and print per-step statistics")
-    inspect.add_argument("--dataset", required=True, choices=DATASETS)
+    inspect.add_argument(
+        "--config", help="a run config: dataset, root, task, setting and options are read from it "
+        "(the other flags are then not needed)",
+    )
+    inspect.add_argument("--dataset", choices=DATASETS)
     inspect.add_argument(
         "--root", help="dataset folder (for voc: the folder holding PascalVOC2012/)"
     )
     inspect.add_argument(
-        "--task", required=True,
+        "--task",
         help="task name (e.g. 15-1) or class groups, e.g. '[[0,1,2],[3]]'",
     )
     inspect.add_argument(
@@ -147,17 +151,25 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        options = _parse_options(args.option)
-        spec = _parse_task(args.task)
-        task = load_dataset_task(args.dataset, spec, root=args.root, options=options)
-        summaries = inspect_dataset(
-            args.dataset, args.root, task, overlap=not args.disjoint,
-            cache_dir=args.cache_dir, options=options,
-        )
+        if args.config:
+            from css.config import load_config
+
+            cfg = load_config(args.config)
+            dataset, root, overlap = cfg.data.dataset, cfg.data.root, cfg.data.overlap
+            options, cache_dir = cfg.data.options or None, cfg.data.cache_dir
+            spec: Any = cfg.task.steps if cfg.task.steps is not None else cfg.task.name
+        else:
+            if not args.dataset or not args.task:
+                raise ConfigError("give --config FILE, or --dataset and --task (and --root for files on disk)")
+            dataset, root, overlap = args.dataset, args.root, not args.disjoint
+            options, cache_dir = _parse_options(args.option), args.cache_dir
+            spec = _parse_task(args.task)
+        task = load_dataset_task(dataset, spec, root=root, options=options)
+        summaries = inspect_dataset(dataset, root, task, overlap=overlap, cache_dir=cache_dir, options=options)
     except CSSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_report(args.dataset, task, not args.disjoint, summaries))
+    print(format_report(dataset, task, overlap, summaries))
     return 0
 
 
