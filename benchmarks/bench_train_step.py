@@ -1,0 +1,103 @@
+"""Time one training step of DeepLabV3-ResNet-101 at 512x512 (forward, LGKD-step objective with
+the old model, backward, SGD) on this machine, in fp32 and bf16 autocast.
+
+CPU: batch 2, norm "bn" (pure torch; InPlaceABN's CPU kernels are slower). On CUDA (when run on a
+GPU machine) it also reports images/s at the reference global batch 24 with fp16 AMP.
+
+Usage: python benchmarks/bench_train_step.py [--quick] [--device cpu|cuda]
+Writes benchmarks/results/train_step.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from css.config import MethodConfig  # noqa: E402
+from css.engine import autocast  # noqa: E402
+from css.image.models import build_model  # noqa: E402
+from css.methods import Objective, resolve_method  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def one_setting(device: torch.device, precision: str, batch: int, size: int, repeats: int, norm: str) -> dict:
+    torch.manual_seed(0)
+    classes_old, classes_new = [16], [16, 1]  # VOC 15-1 step 1
+    model = build_model(classes_new, backbone="resnet101", norm=norm).to(device).train()
+    old = build_model(classes_old, backbone="resnet101", norm=norm).to(device).eval()
+    for p in old.parameters():
+        p.requires_grad_(False)
+    method = resolve_method(MethodConfig(name="lgkd", prev_kd=1.0, novel_kd=0.0, pseudo="none"), dataset="voc")
+    objective = Objective(method, step=1, num_old=16, num_current=17, protocol="fixed")
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    x = torch.randn(batch, 3, size, size, device=device)
+    y = torch.randint(0, 17, (batch, size, size), device=device)
+    y[y < 16] = 0
+
+    def step():
+        with autocast(device, precision):
+            with torch.no_grad():
+                o = old(x)
+            out = model(x)
+            loss, _ = objective(out, o, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    return {"device": device.type, "precision": precision, "batch": batch, "size": size, "norm": norm,
+            "seconds_per_step": med, "images_per_second": batch / med, "repeats": repeats}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    rows = []
+    if device.type == "cpu":
+        torch.set_num_threads(os.cpu_count() or 1)
+        for precision in ("fp32", "bf16"):
+            rows.append(one_setting(device, precision, 2, 512, 2 if args.quick else 5, "bn"))
+    else:
+        for precision in ("fp32", "fp16", "bf16"):
+            rows.append(one_setting(device, precision, 24, 512, 5 if args.quick else 20, "iabn"))
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "torch": torch.__version__,
+               "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "train_step.json").write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
+    lines = ["# One LGKD training step, DeepLabV3-ResNet-101, 512x512", "",
+             f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch {machine['torch']}"
+             + (f", {machine['gpu']}" if machine["gpu"] else ""), "",
+             "| device | precision | batch | norm | s/step | images/s |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['device']} | {r['precision']} | {r['batch']} | {r['norm']} | "
+                     f"{r['seconds_per_step']:.2f} | {r['images_per_second']:.2f} |")
+    (RESULTS / "train_step.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
