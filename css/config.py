@@ -353,6 +353,11 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{where}model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
     if cfg.data.crop_size <= 0:
         raise ConfigError(f"{where}data.crop_size must be positive, got {cfg.data.crop_size}")
+    if t.precision == "bf16" and cfg.model.norm in ("iabn", "iabn_sync"):
+        # InPlaceABN 1.1.0's kernels take float32 and float16 only; under bf16 autocast its CUDA
+        # forward fails with "mean is not compatible with x" (seen on an H200, benchmarks/RESULTS.md).
+        raise ConfigError(f"{where}train.precision: bf16 does not work with model.norm: {cfg.model.norm} "
+                          f"(InPlaceABN has no bfloat16 kernels); use train.precision=fp16 or model.norm=bn")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -90,3 +90,12 @@ def test_user_example_config_is_lgkd_voc_15_1():
     assert (cfg.method.prev_kd, cfg.method.novel_kd) == (1.0, 0.0)  # spec 2d §2.4
     assert (cfg.train.step0.batch_size, cfg.train.batch_size) == (16, 24)  # 2 GPUs x (8, 12)
     assert (cfg.train.step0.lr, cfg.train.lr, cfg.train.epochs) == (0.01, 0.001, 30)
+
+
+@pytest.mark.parametrize("norm", ["iabn", "iabn_sync"])
+def test_bf16_with_inplace_abn_is_refused_with_a_fix(norm):
+    # InPlaceABN has no bfloat16 kernels (its CUDA forward fails mid-run); say so before training.
+    with pytest.raises(ConfigError, match=rf"train.precision: bf16 .*model.norm: {norm}.*fp16.*model.norm=bn"):
+        load_config(None, ["train.precision=bf16", f"model.norm={norm}"])
+    assert load_config(None, ["train.precision=bf16", "model.norm=bn"]).train.precision == "bf16"
+    assert load_config(None, ["train.precision=fp16", f"model.norm={norm}"]).model.norm == norm
