@@ -321,10 +321,14 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.scheduler.step()
-            terms = dict(terms, total=loss.detach())
-            for k, v in terms.items():
-                sums[k] = sums.get(k, torch.zeros((), device=env.device, dtype=torch.float64)) + v.double()
             n += 1
+            terms = dict(terms, total=loss.detach())
+            # An fp16 overflow that the scaler skipped counts as zero, or the epoch mean would be inf;
+            # every process still adds the same keys, so the all-reduce below lines up.
+            finite = torch.isfinite(loss).double()
+            for k, v in dict(terms, _count=torch.ones(())).items():
+                zero = torch.zeros((), device=env.device, dtype=torch.float64)
+                sums[k] = sums.get(k, zero) + torch.nan_to_num(v.detach().double().to(env.device)) * finite
             if hasattr(it, "set_postfix") and (i % max(1, s.log_interval) == 0):
                 it.set_postfix({k: f"{float(v):.3f}" for k, v in terms.items()})
             if log.isEnabledFor(logging.DEBUG) and i % max(1, s.log_interval) == 0:
@@ -334,7 +338,9 @@ class Trainer:
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
         vec = all_reduce_sum(vec.to(env.device))
-        means = {k: float(v) / max(1, n * env.world_size) for k, v in zip(keys, vec.tolist())}
+        totals = dict(zip(keys, vec.tolist()))
+        count = totals.pop("_count", 0.0)
+        means = {k: v / max(1.0, count) for k, v in totals.items()}
         entry = EpochLog(epoch=epoch + 1, terms=means, lr=self.optimizer.param_groups[0]["lr"],
                          seconds=time.time() - t0, iterations=n, skipped=skipped)
         log.info("step %d epoch %d/%d: %s | lr %.2e | %.1fs", s.step, epoch + 1, s.epochs,
