@@ -25,6 +25,7 @@ from css.image.data import (
     default_cache_dir,
     label_histograms,
     load_dataset_task,
+    load_split,
     subset_indices,
 )
 from css.image.synthetic import SyntheticScenes, class_styles
@@ -112,6 +113,30 @@ def test_voc_subsets_match_spec(voc, tmp_path, task_name, overlap, split):
             np.testing.assert_array_equal(target.numpy(), targets[image_id])
         sizes.append(len(kept))
     assert all(sizes), f"every step should keep some images, got {sizes}"
+
+
+def test_split_index_gives_every_subset_without_touching_the_disk(voc, tmp_path, monkeypatch):
+    root, masks = voc
+    task = get_task("voc", "15-1")
+    index = {split: load_split("voc", root, split, cache_dir=tmp_path) for split in ("train", "test")}
+    expected = {
+        (step, split, overlap): build_dataset("voc", root, task=task, step=step, split=split, overlap=overlap,
+                                              cache_dir=tmp_path).ids
+        for step in range(task.num_steps) for split in ("train", "test") for overlap in (True, False)
+    }
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("build_dataset(index=...) must not list or stat the files again")
+
+    monkeypatch.setattr(image_data, "list_split", no_disk)
+    monkeypatch.setattr(image_data, "cache_key", no_disk)
+    for (step, split, overlap), ids in expected.items():
+        dataset = build_dataset("voc", None, task=task, step=step, split=split, overlap=overlap, index=index[split])
+        assert dataset.ids == ids, (step, split, overlap)
+    image, target = dataset[0]  # items still load from the indexed files
+    assert image.shape[0] == 3 and target.ndim == 2
+    with pytest.raises(ConfigError, match="split 'train'.*load_split"):
+        build_dataset("voc", root, task=task, step=0, split="test", index=index["train"])
 
 
 def test_voc_disjoint_drops_future_classes(voc, tmp_path):

@@ -682,6 +682,35 @@ def _check_task_fits(task: Task, num_labels: int, name: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class SplitIndex:
+    """One split, checked and indexed once: its image source, ids and per-image label histograms.
+
+    ``build_dataset(..., index=...)`` derives any task's step subset from it in memory, without
+    touching the disk again, so a run builds all 2 x (T + 1) datasets of a task from one look at
+    each split (the reference rescanned every label PNG for every step)."""
+
+    name: str
+    split: str
+    source: Any
+    ids: list[str]
+    hist: np.ndarray
+
+
+def load_split(
+    name: str,
+    root: str | os.PathLike | None,
+    split: str,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    options: dict[str, Any] | None = None,
+) -> SplitIndex:
+    """Check one split's files and read its label histograms (from the cache when the label
+    files are unchanged, else scanned in parallel and cached)."""
+    source, ids, hist = _prepare(name, root, split, cache_dir, options)
+    return SplitIndex(name, split, source, ids, hist)
+
+
 def build_dataset(
     name: str,
     root: str | os.PathLike | None,
@@ -693,6 +722,7 @@ def build_dataset(
     transform: Transform | None = None,
     cache_dir: str | os.PathLike | None = None,
     options: dict[str, Any] | None = None,
+    index: SplitIndex | None = None,
 ) -> SegmentationDataset:
     """The dataset of ``task`` at ``step`` for ``split`` ("train" or "test").
 
@@ -700,9 +730,16 @@ def build_dataset(
     "synthetic" (root unused; ``options``: num_images (int or {train, test}), size, num_classes,
     seed, borders). Images are those ``task.keep`` accepts, in the dataset's order (spec 2d
     §6.2-6.3); ``overlap=False`` is the disjoint setting. ``transform(image, mask)`` receives a
-    uint8 ``tv_tensors.Image`` and a ``tv_tensors.Mask`` of dataset labels.
+    uint8 ``tv_tensors.Image`` and a ``tv_tensors.Mask`` of dataset labels. ``index``: the
+    split's ``load_split`` result, to skip checking the files again (root, cache_dir and options
+    are then unused).
     """
-    source, ids, hist = _prepare(name, root, split, cache_dir, options)
+    if index is None:
+        index = load_split(name, root, split, cache_dir=cache_dir, options=options)
+    elif (index.name, index.split) != (name, split):
+        raise ConfigError(f"build_dataset({name!r}, split={split!r}) was given the index of "
+                          f"{index.name!r} split {index.split!r}; pass load_split({name!r}, ..., {split!r})")
+    source, ids, hist = index.source, index.ids, index.hist
     num_labels = hist.shape[1] - 1
     _check_task_fits(task, num_labels, name)
     indices = subset_indices(hist[:, :num_labels] > 0, task, step, split, overlap)

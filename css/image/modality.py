@@ -19,6 +19,11 @@ class ImageModality:
     name = "image"
     collate = None  # training crops and evaluation crops have one size: default collation
 
+    def __init__(self) -> None:
+        # One SplitIndex per (dataset, root, split, ...) for the life of a run: every step's
+        # subset is then derived in memory (css.image.data.load_split).
+        self._splits: dict[tuple, Any] = {}
+
     def task(self, cfg) -> Task:
         from css.image.data import load_dataset_task
 
@@ -64,7 +69,7 @@ class ImageModality:
         return load_reference_weights(model, path, strict=True)
 
     def dataset(self, cfg, task: Task, step: int, split: str):
-        from css.image.data import build_dataset
+        from css.image.data import build_dataset, load_split
         from css.image.transforms import eval_transform, train_transform
 
         d = cfg.data
@@ -72,5 +77,8 @@ class ImageModality:
             tf = train_transform(crop_size=d.crop_size, scale=tuple(d.scale))
         else:
             tf = eval_transform(mode=d.eval_mode, crop_size=d.crop_size)
+        key = (d.dataset, str(d.root), split, str(d.cache_dir), repr(d.options))
+        if key not in self._splits:
+            self._splits[key] = load_split(d.dataset, d.root, split, cache_dir=d.cache_dir, options=d.options or None)
         return build_dataset(d.dataset, d.root, task=task, step=step, split=split, overlap=d.overlap,
-                             transform=tf, cache_dir=d.cache_dir, options=d.options or None)
+                             transform=tf, index=self._splits[key])
