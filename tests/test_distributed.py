@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _tiny import write_config  # noqa: E402
+from _tiny import TINY, write_config  # noqa: E402
 
 
 def _free_port() -> int:
@@ -48,26 +48,61 @@ def _close(a: dict, b: dict, rel: float) -> bool:
 
 
 def test_two_process_gloo_run_matches_one_process(tmp_path):
-    """Same global batch, same samples, same augmentations, synchronised BN, averaged gradients:
-    the epoch-mean losses of the first epoch agree to float32 rounding. Later epochs drift by
-    rounding only (the reduction order differs), so they are compared loosely."""
+    """Same global batch, same samples, same augmentations, synchronised BN, averaged gradients.
+
+    One iteration per epoch, so each epoch's logged loss is one iteration's. The first iteration
+    of a step sees equal weights in both runs: its losses agree to float32 rounding. The second
+    sees weights after one update from gradients that were summed in a different order (autograd
+    vs the all-reduce); in this narrow random network batch norm amplifies that rounding (seen on
+    a 16-core Xeon, torch 2.11: 1e-7 after one iteration, 3e-4 after three), so it is compared at
+    1e-3, which still catches a wrongly averaged gradient (a doubled step moves the loss ~2%)."""
     runs = tmp_path / "runs"
-    _run(1, write_config(tmp_path, name="one"))
-    _run(2, write_config(tmp_path, name="two"))
+    train = dict(TINY["train"], max_iters_per_epoch=1)
+    _run(1, write_config(tmp_path, name="one", train=train))
+    _run(2, write_config(tmp_path, name="two", train=train))
     # A 2-process run that starts from the 1-process step-0 model: step 1 starts from equal weights.
-    _run(2, write_config(tmp_path, name="init"), init_step0=runs / "one" / "step0" / "model.pt")
+    _run(2, write_config(tmp_path, name="init", train=train), init_step0=runs / "one" / "step0" / "model.pt")
     one, two, init = runs / "one", runs / "two", runs / "init"
     h1, h2 = _history(one, 0), _history(two, 0)
-    assert [e["iterations"] for e in h1] == [e["iterations"] for e in h2] == [3, 3]
+    assert [e["iterations"] for e in h1] == [e["iterations"] for e in h2] == [1, 1]
     assert _close(h1[0]["terms"], h2[0]["terms"], 1e-5), (h1[0], h2[0])
-    assert _close(h1[1]["terms"], h2[1]["terms"], 2e-2), (h1[1], h2[1])
+    assert _close(h1[1]["terms"], h2[1]["terms"], 1e-3), (h1[1], h2[1])
     h1, h3 = _history(one, 1), _history(init, 1)
     assert set(h1[0]["terms"]) == {"ce", "kd", "pod", "total"}
-    assert _close(h1[0]["terms"], h3[0]["terms"], 1e-4), (h1[0], h3[0])
-    assert _close(h1[1]["terms"], h3[1]["terms"], 5e-2), (h1[1], h3[1])
+    assert _close(h1[0]["terms"], h3[0]["terms"], 1e-5), (h1[0], h3[0])
+    assert _close(h1[1]["terms"], h3[1]["terms"], 1e-3), (h1[1], h3[1])
     r1 = json.loads((one / "results.json").read_text())
     r3 = json.loads((init / "results.json").read_text())
     # Step 0 of the init run evaluates the same weights: confusion matrices summed over 2 shards
     # equal the 1-process matrix.
     assert r3["steps"][0]["iou"] == r1["steps"][0]["iou"]
     assert r3["metadata"]["world_size"] == 2 and r3["metadata"]["global_batch"] == 8
+
+
+def test_every_iteration_splits_the_same_global_batch_over_processes():
+    """Iteration i of a 2-process run consumes exactly the samples of iteration i of a 1-process
+    run (the DistributedSampler shards perm[r::W] line up batch by batch), in every epoch."""
+    from css.distributed import DistEnv
+    from css.engine import TrainSettings, train_loader
+
+    class Indices(torch.utils.data.Dataset):
+        def __len__(self):
+            return 37
+
+        def __getitem__(self, i):
+            return i
+
+    settings = TrainSettings(epochs=2, lr=0.1, batch_size=8)
+
+    def batches(rank, world, epoch):
+        loader = train_loader(Indices(), DistEnv(rank, world, rank, torch.device("cpu")), settings)
+        loader.sampler.set_epoch(epoch)
+        return [set(b.tolist()) for b in loader]
+
+    for epoch in range(2):
+        single = batches(0, 1, epoch)
+        r0, r1 = batches(0, 2, epoch), batches(1, 2, epoch)
+        assert len(single) == len(r0) == len(r1) == 4  # 37 samples, global batch 8, drop_last
+        assert [a | b for a, b in zip(r0, r1)] == single
+        assert all(not (a & b) for a, b in zip(r0, r1))
+    assert batches(0, 1, 0) != batches(0, 1, 1)  # a new order every epoch

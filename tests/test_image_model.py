@@ -368,8 +368,12 @@ def test_css_checkpoint_with_norm_entry_converts_to_iabn(tmp_path):
         load_reference_weights(target, {"model": source.state_dict(), "norm": "bn"})
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (InPlaceABN's CUDA kernels)")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("train", [False, True])
-def test_bn_matches_iabn_after_conversion(train):
+def test_bn_matches_iabn_after_conversion(train, device, monkeypatch):
     pytest.importorskip("inplace_abn")
     torch.manual_seed(0)
     iabn = small(norm="iabn")
@@ -377,9 +381,11 @@ def test_bn_matches_iabn_after_conversion(train):
     bn = small(norm="bn")
     report = load_reference_weights(bn, {"model_state": iabn.state_dict()})
     assert len(report.converted) == 23
-    iabn.train(train)
-    bn.train(train)
-    x = torch.randn(2, 3, 64, 64)
+    iabn.train(train).to(device)
+    bn.train(train).to(device)
+    # Compare the two norms, not TF32 rounding of the convolutions.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    x = torch.randn(2, 3, 64, 64, device=device)
     out_i, out_b = iabn(x.clone()), bn(x.clone())
     torch.testing.assert_close(out_b.logits, out_i.logits, rtol=1e-4, atol=1e-5)
     for a, b in zip(out_b.features["attentions"], out_i.features["attentions"]):

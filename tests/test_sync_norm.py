@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from css.errors import ConfigError
+from css.errors import ConfigError, DependencyError
 from css.nn import BatchNormAct
 
 SPLIT = (3, 2)  # unequal shares of a batch of 5: the global count must be summed, not assumed
@@ -89,7 +89,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             results["iabn_sync_error"] = ""
         except ConfigError as exc:
             results["iabn_sync_error"] = str(exc)
-        except ImportError:  # pragma: no cover - inplace_abn missing
+        except DependencyError:  # pragma: no cover - inplace_abn missing
             results["iabn_sync_error"] = "skipped"
         torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
