@@ -50,7 +50,7 @@ def mask_lgkd(new_logits, old_logits, labels, *, prev_weight, novel_weight, alph
 
     q_novel = torch.softmax(old_flat[novel], dim=1)  # step 5
     q_novel = torch.cat([q_novel, q_novel.new_zeros(len(q_novel), num_cur - num_old)], dim=1)
-    rows = torch.arange(len(q_novel))
+    rows = torch.arange(len(q_novel), device=q_novel.device)
     q_novel[rows, targets[novel]] = q_novel[:, 0].clone()
     q_novel[:, 0] = 0
     new_novel = new_flat[novel]
@@ -81,6 +81,8 @@ def forward_backward(fn, new, old, labels):
     """One forward and backward pass of ``fn`` with respect to ``new``."""
     new.grad = None
     fn(new, old, labels, prev_weight=PREV_WEIGHT, novel_weight=NOVEL_WEIGHT, alpha=ALPHA).backward()
+    if new.is_cuda:  # time the kernels, not their launch
+        torch.cuda.synchronize()
 
 
 def time_pair(fn_a, fn_b, new, old, labels, min_run_time):
@@ -104,14 +106,16 @@ def time_pair(fn_a, fn_b, new, old, labels, min_run_time):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter timing runs")
+    parser.add_argument("--device", default="cpu", help="cpu (the issue's target, default) or cuda")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
     torch.set_num_threads(2)
     min_run_time = 1.0 if args.quick else 10.0
 
     load_at_start = os.getloadavg()[0]
     rows = []
     for name, batch, classes, spatial, num_old in SHAPES:
-        new, old, labels = make_inputs(batch, classes, spatial, num_old)
+        new, old, labels = (t.to(device) for t in make_inputs(batch, classes, spatial, num_old))
         new.requires_grad_(True)
         ours = lgkd(new, old, labels, prev_weight=PREV_WEIGHT, novel_weight=NOVEL_WEIGHT, alpha=ALPHA)
         ref = mask_lgkd(new, old, labels, prev_weight=PREV_WEIGHT, novel_weight=NOVEL_WEIGHT, alpha=ALPHA)
@@ -136,20 +140,23 @@ def main(argv=None):
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
         "python": platform.python_version(),
         # Other work on the machine slows both versions; alternating calls keep the ratio fair.
         "load_average_1min_at_start": load_at_start,
     }
     report = {
-        "benchmark": "lgkd forward+backward, CPU fp32, median of alternating calls",
+        "benchmark": f"lgkd forward+backward, {device.type} fp32, median of alternating calls",
         "quick": args.quick,
         "machine": machine,
         "results": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    write_atomic(RESULTS / "lgkd.json", json.dumps(report, indent=2) + "\n")
-    write_atomic(RESULTS / "lgkd.md", markdown(report))
+    stem = "lgkd" if device.type == "cpu" else f"lgkd_{device.type}"
+    write_atomic(RESULTS / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(RESULTS / f"{stem}.md", markdown(report))
 
 
 def cpu_model() -> str:
@@ -168,9 +175,10 @@ def markdown(report):
     """The report as a markdown table."""
     m = report["machine"]
     lines = [
-        "# LGKD loss: weighted elements vs boolean masks (forward + backward, CPU fp32)",
+        f"# LGKD loss: weighted elements vs boolean masks (forward + backward, {m['device']} fp32)",
         "",
-        f"Machine: {m['processor']} {m['cpu_model']}, {m['cpu_count']} CPUs ({m['threads']} torch threads), "
+        (f"GPU: {m['gpu']}. " if m.get("gpu") else "")
+        + f"Machine: {m['processor']} {m['cpu_model']}, {m['cpu_count']} CPUs ({m['threads']} torch threads), "
         f"{m['platform']}, torch {m['torch']}, Python {m['python']}; 1-minute load average at start "
         f"{m['load_average_1min_at_start']:.2f}. Times are medians of alternating calls."
         + (" Quick run." if report["quick"] else ""),
