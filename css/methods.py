@@ -148,17 +148,22 @@ class Objective:
     def compute_thresholds(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Entropy thresholds from one pass over (old full-resolution logits, labels) batches
         (spec 2d §3.3). Under ``protocol: fixed`` the histograms are summed over processes first."""
+        # Fixed protocol: bins over the range v can take, so the median is resolved to 1/bins of
+        # that range; the reference bins [0, 1], which puts every count in its first few bins.
+        upper = 1.0
+        if self.protocol == "fixed":
+            upper = L.entropy_upper_bound(self.num_old, self.num_current)
         hist = None
         for old_logits, labels in batches:
             h = L.entropy_histogram(old_logits.float(), labels, num_current=self.num_current,
-                                    bins=self.m.pseudo_bins)
+                                    bins=self.m.pseudo_bins, upper=upper)
             hist = h if hist is None else hist + h
         if hist is None:
             hist = torch.zeros(self.num_current, self.m.pseudo_bins, dtype=torch.float64)
         if self.protocol == "fixed":
             hist = L.all_reduce_histogram(hist)
         self.thresholds = L.thresholds_from_histogram(hist, protocol=self.protocol,
-                                                      min_threshold=self.m.pseudo_threshold)
+                                                      min_threshold=self.m.pseudo_threshold, upper=upper)
         return self.thresholds
 
     def attach_regularizer(self, model: torch.nn.Module, old_state: dict | None) -> None:

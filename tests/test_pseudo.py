@@ -15,6 +15,7 @@ from css.losses.pseudo import (
     all_reduce_histogram,
     entropy_histogram,
     entropy_score,
+    entropy_upper_bound,
     pseudo_label,
     thresholds_from_histogram,
 )
@@ -200,6 +201,46 @@ def test_fixed_thresholds_within_one_bin_of_numpy_median():
     thresholds = thresholds_from_histogram(hist, protocol="fixed", min_threshold=0.0)
     for c, v in enumerate(values):
         assert abs(thresholds[c].item() - np.median(v)) <= 1 / bins
+
+
+def test_entropy_upper_bound_is_the_uniform_score():
+    for num_old, num_current in ((16, 17), (2, 5), (101, 151)):
+        uniform = torch.full((1, num_old, 1), 1.0 / num_old)
+        bound = entropy_upper_bound(num_old, num_current)
+        assert entropy_score(uniform, num_current).item() == pytest.approx(bound, rel=1e-5)
+        peaked = torch.softmax(torch.randn(4, num_old, 50) * 3, dim=1)
+        assert entropy_score(peaked, num_current).max().item() <= bound * (1 + 1e-6)
+
+
+def test_fixed_thresholds_resolve_the_median_over_the_range_of_v():
+    """VOC 15-1 step 1: v <= 0.0221, so bins over [0, 1] (the reference's) leave the median
+    uncertain by 0.01 (half the range); bins over [0, bound] resolve it to bound / bins."""
+    torch.manual_seed(0)
+    num_old, num_current, bins = 16, 17, 100
+    logits = torch.randn(6, num_old, 40, 40) * torch.rand(6, 1, 40, 40) * 20  # a confident old model
+    labels = torch.zeros(6, 40, 40, dtype=torch.long)
+    labels[:, :3] = 16  # a new class: not counted
+    bound = entropy_upper_bound(num_old, num_current)
+    probs = torch.softmax(logits, dim=1)
+    v = entropy_score(probs, num_current)[labels == 0]
+    pred = probs.argmax(dim=1)[labels == 0]
+    hist = entropy_histogram(logits, labels, num_current=num_current, bins=bins, upper=bound)
+    assert hist.sum().item() == v.numel()
+    fine = thresholds_from_histogram(hist, protocol="fixed", min_threshold=0.0, upper=bound)
+    coarse = thresholds_from_histogram(entropy_histogram(logits, labels, num_current=num_current, bins=bins),
+                                       protocol="fixed", min_threshold=0.0)
+    errors_fine, errors_coarse = [], []
+    for c in range(num_old):
+        values = v[pred == c].double().numpy()
+        if len(values) < 20:
+            continue
+        median = float(np.median(values))
+        errors_fine.append(abs(fine[c].item() - median))
+        errors_coarse.append(abs(coarse[c].item() - median))
+    assert len(errors_fine) >= 8
+    assert max(errors_fine) <= bound / bins
+    # What the [0, 1] bins cost: here the typical v is ~0.0024 and their medians are off by ~0.004.
+    assert max(errors_coarse) > 10 * max(errors_fine)
 
 
 def test_fixed_thresholds_are_finite_where_reference_is_not():

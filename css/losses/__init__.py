@@ -10,6 +10,7 @@ from css.losses.pod import local_pod
 from css.losses.pseudo import (
     all_reduce_histogram,
     entropy_histogram,
+    entropy_upper_bound,
     entropy_score,
     pseudo_label,
     thresholds_from_histogram,
@@ -28,6 +29,7 @@ __all__ = [
     "local_pod",
     "entropy_score",
     "entropy_histogram",
+    "entropy_upper_bound",
     "thresholds_from_histogram",
     "pseudo_label",
     "all_reduce_histogram",

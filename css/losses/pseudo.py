@@ -28,6 +28,7 @@ from css.losses.classification import check_logits_labels
 
 __all__ = [
     "entropy_score",
+    "entropy_upper_bound",
     "entropy_histogram",
     "all_reduce_histogram",
     "thresholds_from_histogram",
@@ -58,27 +59,38 @@ def entropy_score(probs: Tensor, num_current: int) -> Tensor:
     return -mean_plogp / math.log(num_old + 1e-8) / math.log(num_current)
 
 
+def entropy_upper_bound(num_old: int, num_current: int) -> float:
+    """The largest value :func:`entropy_score` can take: 1 / (C_old ln C_cur), reached by the
+    uniform distribution (-mean_c p ln p <= ln(C_old) / C_old; the 1e-8 offsets only lower v)."""
+    return 1.0 / (num_old * math.log(num_current))
+
+
 def entropy_histogram(
-    old_logits: Tensor, labels: Tensor, *, num_current: int, bins: int = 100
+    old_logits: Tensor, labels: Tensor, *, num_current: int, bins: int = 100, upper: float = 1.0
 ) -> Tensor:
     """Counts of background elements per (old prediction, entropy bin), shape (C_cur, bins).
 
     Only elements with label 0 count (spec 2d §3.3). For each one, pred = argmax of
-    softmax(old_logits) and bin = min(floor(v * bins), bins - 1) with v from
-    :func:`entropy_score`. ``old_logits`` must already be at label resolution. The result is
-    float64 (exact integer counts up to 2**53) on the logits' device; add the histograms of
-    several batches with ``+``.
+    softmax(old_logits) and bin = min(floor(v / upper * bins), bins - 1) with v from
+    :func:`entropy_score`: the bins split [0, upper]. The reference bins [0, 1] (``upper=1``),
+    although v never exceeds :func:`entropy_upper_bound` (0.0221 for VOC 15-1 step 1), so all its
+    counts fall in the first few bins; ``protocol: fixed`` bins [0, that bound] instead.
+    ``old_logits`` must already be at label resolution. The result is float64 (exact integer
+    counts up to 2**53) on the logits' device; add the histograms of several batches with ``+``.
     """
     check_logits_labels(old_logits, labels, name="old_logits")
     if bins < 1:
         raise ValueError(f"bins must be >= 1, got {bins}")
+    if not upper > 0:
+        raise ValueError(f"upper must be positive, got {upper}")
     probs = F.softmax(old_logits.float(), dim=1)
     background = labels == 0
     pred = probs.argmax(dim=1)[background]
     v = entropy_score(probs, num_current)[background]
     # floor(v * bins) capped at the last bin, as in the reference. v >= 0 up to rounding, so the
     # lower clamp only guards against a -0.0 or a rounding residue below zero.
-    bin_index = torch.floor(v * bins).long().clamp_(0, bins - 1)
+    scaled = v * bins if upper == 1.0 else v * (bins / upper)
+    bin_index = torch.floor(scaled).long().clamp_(0, bins - 1)
     flat = torch.bincount(pred * bins + bin_index, minlength=num_current * bins)
     return flat.view(num_current, bins).double()
 
@@ -98,14 +110,15 @@ def all_reduce_histogram(hist: Tensor) -> Tensor:
 
 
 def thresholds_from_histogram(
-    hist: Tensor, *, protocol: str = "reference", min_threshold: float = 0.001
+    hist: Tensor, *, protocol: str = "reference", min_threshold: float = 0.001, upper: float = 1.0
 ) -> Tensor:
     """Per-class entropy thresholds (C_cur,) from a (C_cur, bins) histogram (spec 2d §3.3).
 
     ``protocol="reference"`` reproduces the reference's "median", bugs included (see
     :func:`_reference_medians`); thresholds may be +inf (accepts every element of that class) or
     NaN (accepts none). ``protocol="fixed"`` is the true median of v per class, interpolated
-    linearly inside the bin that holds it; a class without elements gets ``min_threshold``.
+    linearly inside the bin that holds it, for a histogram whose bins split [0, ``upper``]; a
+    class without elements gets ``min_threshold``.
     Under both, thresholds are at least ``min_threshold`` (NaN excepted). Returned as float32 on
     the histogram's device, the dtype in which v is computed and compared.
     """
@@ -114,7 +127,7 @@ def thresholds_from_histogram(
     if protocol == "reference":
         medians = _reference_medians(hist.double())
     elif protocol == "fixed":
-        medians = _true_medians(hist.double(), min_threshold)
+        medians = _true_medians(hist.double(), min_threshold, upper)
     else:
         raise ValueError(f"unknown pseudo-labelling protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     # Python's builtin max(median, min_threshold) as the reference applies it: it returns the
@@ -150,12 +163,12 @@ def _reference_medians(hist: Tensor) -> Tensor:
     return torch.where(total > 0, median, torch.zeros_like(median))
 
 
-def _true_medians(hist: Tensor, empty_value: float) -> Tensor:
+def _true_medians(hist: Tensor, empty_value: float, upper: float = 1.0) -> Tensor:
     """Per-class median of v, linearly interpolated inside its bin; ``empty_value`` if no counts.
 
     The median bin k is the first with cumulative count >= total / 2; with cum_before the count
-    below it, median = (k + (total / 2 - cum_before) / H[c,k]) / bins, which lies inside bin k,
-    i.e. within one bin width of the exact median of the counted values.
+    below it, median = upper * (k + (total / 2 - cum_before) / H[c,k]) / bins, which lies inside
+    bin k, i.e. within one bin width (upper / bins) of the exact median of the counted values.
     """
     bins = hist.shape[1]
     total = hist.sum(dim=1)
@@ -167,7 +180,7 @@ def _true_medians(hist: Tensor, empty_value: float) -> Tensor:
     present = total > 0
     # With total > 0 the median bin has count > 0; the guard only keeps empty classes finite.
     fraction = (half - before) / torch.where(present, count, torch.ones_like(count))
-    median = (k.to(hist.dtype) + fraction) / bins
+    median = (k.to(hist.dtype) + fraction) * (upper / bins)
     return torch.where(present, median, torch.full_like(median, empty_value))
 
 
