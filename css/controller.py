@@ -209,7 +209,7 @@ class Controller:
             train_model = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         settings = self.settings(step)
-        dataset = self.modality.dataset(cfg, task, step, "train")
+        dataset = self.dataset(step, "train")
         log.info("step %d: %d training samples, global batch %d, %d epochs, lr %g", step, len(dataset),
                  settings.batch_size, settings.epochs, settings.lr)
         trainer = Trainer(model=train_model, old_model=old_model, objective=objective, dataset=dataset, env=env,
@@ -218,10 +218,22 @@ class Controller:
         trainer.fit()
         self.finish_step(step, model, objective, trained=True, history=trainer.history)
 
+    def dataset(self, step: int, split: str):
+        """The step's dataset. Under DDP rank 0 builds it first, so that a first run scans the label
+        files once and writes the cache that the other processes then read (instead of every
+        process scanning the whole split at the same time)."""
+        first = not self.env.distributed or self.env.is_main
+        if not first:
+            barrier()
+        dataset = self.modality.dataset(self.cfg, self.task, step, split)
+        if first and self.env.distributed:
+            barrier()
+        return dataset
+
     def finish_step(self, step: int, model: torch.nn.Module, objective: Objective, *, trained: bool,
                     history: list | None = None) -> None:
         cfg, env, task = self.cfg, self.env, self.task
-        test_set = self.modality.dataset(cfg, task, step, "test")
+        test_set = self.dataset(step, "test")
         batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
         if cfg.data.eval_mode == "whole":
             batch = env.world_size  # whole images differ in size: one per process

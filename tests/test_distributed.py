@@ -106,3 +106,25 @@ def test_every_iteration_splits_the_same_global_batch_over_processes():
         assert [a | b for a, b in zip(r0, r1)] == single
         assert all(not (a & b) for a, b in zip(r0, r1))
     assert batches(0, 1, 0) != batches(0, 1, 1)  # a new order every epoch
+
+
+def test_rank0_builds_each_dataset_before_the_others(monkeypatch):
+    """A first DDP run scans the label files on rank 0 (writing the cache) while the other ranks
+    wait at a barrier, then read that cache: one scan instead of one per process."""
+    from types import SimpleNamespace
+
+    from css import controller
+    from css.distributed import DistEnv
+
+    events = []
+    monkeypatch.setattr(controller, "barrier", lambda: events.append("barrier"))
+    modality = SimpleNamespace(dataset=lambda cfg, task, step, split: events.append(f"build {split}") or [step])
+    for rank, expected in ((0, ["build train", "barrier"]), (1, ["barrier", "build train"])):
+        events.clear()
+        ctl = SimpleNamespace(env=DistEnv(rank, 2, rank, torch.device("cpu")), modality=modality, cfg=None, task=None)
+        assert controller.Controller.dataset(ctl, 3, "train") == [3]
+        assert events == expected
+    events.clear()
+    single = SimpleNamespace(env=DistEnv(0, 1, 0, torch.device("cpu")), modality=modality, cfg=None, task=None)
+    controller.Controller.dataset(single, 0, "test")
+    assert events == ["build test"]  # no barrier without a process group
