@@ -209,7 +209,8 @@ class Trainer:
         return {
             "epoch": epoch, "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-            "thresholds": obj.thresholds, "regularizer": obj.regularizer.state_dict() if obj.regularizer else None,
+            "thresholds": obj.thresholds,
+            "regularizer_progress": obj.regularizer.progress_state() if obj.regularizer else None,
             "history": [vars(h) for h in self.history],
         }
 
@@ -225,8 +226,10 @@ class Trainer:
         set_rng_state(st["rng"])
         if st.get("thresholds") is not None:
             self.objective.thresholds = st["thresholds"]
-        if st.get("regularizer") is not None and self.objective.regularizer is not None:
-            self.objective.regularizer.load_state_dict(st["regularizer"])
+        if st.get("regularizer_progress") is not None and self.objective.regularizer is not None:
+            # The penalty (theta_old, importance) was attached from the previous step's checkpoint;
+            # only this step's accumulators (Fisher, path integrals) continue from the file.
+            self.objective.regularizer.load_progress_state(st["regularizer_progress"])
         self.history = [EpochLog(**h) for h in st.get("history", [])]
         self.start_epoch = int(st["epoch"])
         log.info("step %d: resuming from %s after epoch %d/%d", self.settings.step, self.resume_file,

@@ -326,3 +326,62 @@ def test_build_regularizer_names():
     assert build_regularizer("none", model) is None
     with pytest.raises(ValueError, match="unknown regularizer 'l2'; valid choices: ewc, rw, pi"):
         build_regularizer("l2", model)
+
+
+@pytest.mark.parametrize("name", ["ewc", "pi", "rw"])
+def test_progress_state_resumes_a_step_exactly(name):
+    """An interrupted step continues with the accumulators it had (Fisher, path integral, RW
+    windows) and the previous step's penalty, so its final state equals an uninterrupted step's."""
+    torch.manual_seed(0)
+    kwargs = {"iterations": 3} if name == "rw" else {}
+    model = Incremental([2, 2])
+    previous = build_regularizer(name, model, **kwargs)
+    _sgd_incremental(model, previous, steps=4, seed=1)
+    old_state = _roundtrip(previous.state_dict())
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    full = build_regularizer(name, model, old_state=old_state, **kwargs)
+    _sgd_incremental(model, full, steps=4, seed=2)
+    progress, middle = _roundtrip(full.progress_state()), {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _sgd_incremental(model, full, steps=5, seed=3)
+    expected, expected_params = full.state_dict(), {k: v.clone() for k, v in model.state_dict().items()}
+
+    model.load_state_dict(start)  # a new process: same start, regulariser rebuilt from old_state
+    resumed = build_regularizer(name, model, old_state=old_state, **kwargs)
+    model.load_state_dict(middle)
+    resumed.load_progress_state(progress)
+    # The penalty is still the previous step's: anchored at its parameters, not the middle ones.
+    assert resumed._anchors and all(torch.equal(a, old_state["params"][k]) for k, a in resumed._anchors.items())
+    _sgd_incremental(model, resumed, steps=5, seed=3)
+    got = resumed.state_dict()
+    for k, v in expected_params.items():
+        torch.testing.assert_close(model.state_dict()[k], v)
+    for key in expected:
+        if key == "kind":
+            continue
+        for pname, value in expected[key].items():
+            torch.testing.assert_close(got[key][pname], value, msg=f"{key}.{pname}")
+    # Resuming from the next step's state instead (what the engine used to do) gives another result.
+    wrong = build_regularizer(name, model, old_state=expected, **kwargs)
+    assert any(not torch.equal(wrong._anchors[k], resumed._anchors[k]) for k in resumed._anchors)
+
+
+def test_progress_state_rejects_another_regularizer():
+    model = Incremental([2])
+    with pytest.raises(CheckpointError, match="EWC regulariser progress does not fit.*resume.pt"):
+        EWC(model).load_progress_state(RW(model).progress_state())
+
+
+def _sgd_incremental(model: nn.Module, reg, steps: int, seed: int) -> None:
+    """SGD on a random regression loss plus the regulariser's penalty, as the engine runs it."""
+    gen = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        x, y = torch.randn(8, 2, generator=gen), torch.randn(8, 4 if len(model.cls) == 2 else 2, generator=gen)
+        optimizer.zero_grad()
+        ((model(x) - y) ** 2).mean().backward()
+        reg.update(model)
+        penalty = reg.penalty(model)
+        if penalty.requires_grad:  # 0 without an old state
+            penalty.backward()
+        optimizer.step()

@@ -65,11 +65,15 @@ def _final(run):
     return json.loads((run / "results.json").read_text())
 
 
-def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
-    full = load_config(write_config(tmp_path, name="full"))
+@pytest.mark.parametrize("method", [None, {"name": "rw", "reg_importance": 100.0}])
+def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch, method):
+    """LGKD (pseudo-label thresholds) and RW (Fisher, path-integral windows and the previous
+    step's penalty) continue exactly where the interrupted epoch left them."""
+    extra = {"method": method} if method else {}
+    full = load_config(write_config(tmp_path, name="full", **extra))
     run_from_config(full)
     # Interrupt the second run during step 1's second epoch (after its first epoch was saved).
-    part = load_config(write_config(tmp_path, name="part"))
+    part = load_config(write_config(tmp_path, name="part", **extra))
     original = engine.Trainer._epoch
 
     def crash(self, epoch):

@@ -37,6 +37,7 @@ next step is the one computed over this step only, as in the reference.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -82,6 +83,9 @@ class _Regularizer:
 
     kind = ""
     state_keys: tuple[str, ...] = ()
+    # Attributes that accumulate during a step: what an exact mid-step resume must restore. The
+    # penalty itself (theta_old, importance) comes from the previous step's state, not from here.
+    progress_keys: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -142,6 +146,30 @@ class _Regularizer:
                 continue
             self._anchors[name] = anchor.detach().to(device=param.device, dtype=torch.float32)
             self._weights[name] = weights[name].detach().to(device=param.device, dtype=torch.float32)
+
+    def progress_state(self) -> dict:
+        """This step's accumulators so far (copies), for :meth:`load_progress_state` after an
+        interruption. Unlike :meth:`state_dict` (the state the next step needs) it does not
+        touch the penalty of the current step."""
+        return {"kind": self.kind, **{key: _snapshot(getattr(self, key)) for key in self.progress_keys}}
+
+    def load_progress_state(self, state: Mapping) -> None:
+        """Restore :meth:`progress_state` taken in the same step, on the parameters' device."""
+        missing = [key for key in self.progress_keys if key not in state]
+        if not isinstance(state, Mapping) or state.get("kind") != self.kind or missing:
+            raise CheckpointError(
+                f"the resume file's {self.kind.upper()} regulariser progress does not fit (kind "
+                f"{state.get('kind') if isinstance(state, Mapping) else None!r}, missing {missing}); "
+                "delete the step's resume.pt to restart the step"
+            )
+        device = next((p.device for _, p in self._params(self.model)), torch.device("cpu"))
+        for key in self.progress_keys:
+            current = getattr(self, key)
+            value = _restore(state[key], device)
+            if isinstance(current, _PathIntegral):
+                current.load(value)
+            else:
+                setattr(self, key, value)
 
     def penalty(self, model: nn.Module) -> Tensor:
         """sum over parameters of w * (theta - theta_old)**2, a float32 scalar (spec 2d §1.3).
@@ -205,6 +233,31 @@ class _PathIntegral:
         for omega in self.omega.values():
             omega.zero_()
 
+    def state(self) -> dict[str, dict[str, Tensor]]:
+        return {"omega": self.omega, "theta": self._theta, "grad": self._grad}
+
+    def load(self, state: Mapping) -> None:
+        self.omega, self._theta, self._grad = dict(state["omega"]), dict(state["theta"]), dict(state["grad"])
+
+
+def _snapshot(value: Any) -> Any:
+    """A deep copy of an accumulator: tensors cloned, dicts and path integrals walked."""
+    if isinstance(value, _PathIntegral):
+        value = value.state()
+    if isinstance(value, Tensor):
+        return value.detach().clone()
+    if isinstance(value, Mapping):
+        return {key: _snapshot(item) for key, item in value.items()}
+    return value
+
+
+def _restore(value: Any, device: torch.device) -> Any:
+    if isinstance(value, Tensor):
+        return value.to(device)
+    if isinstance(value, Mapping):
+        return {key: _restore(item, device) for key, item in value.items()}
+    return value
+
 
 class EWC(_Regularizer):
     """Elastic weight consolidation with an EMA Fisher (spec 2d §1.3).
@@ -215,6 +268,7 @@ class EWC(_Regularizer):
 
     kind = "ewc"
     state_keys = ("fisher",)
+    progress_keys = ("fisher",)
 
     def __init__(
         self,
@@ -260,6 +314,7 @@ class PI(_Regularizer):
 
     kind = "pi"
     state_keys = ("score",)
+    progress_keys = ("_start", "_path")
 
     def __init__(
         self,
@@ -310,6 +365,7 @@ class RW(_Regularizer):
 
     kind = "rw"
     state_keys = ("fisher", "score")
+    progress_keys = ("fisher", "score", "_window_start", "_path", "_count")
 
     def __init__(
         self,
