@@ -126,6 +126,8 @@ class MethodConfig:
     pod_logits: bool | None = None
     pod_logits_factor: float | None = None
     pod_schedule: bool | None = None
+    pod_scales: list[int] | None = None
+    """Local POD tilings per axis, [1, 2, 4] in the reference; small maps need fewer."""
     pseudo: str | None = None
     """entropy | none."""
     pseudo_threshold: float | None = None
@@ -353,6 +355,10 @@ def _check_values(cfg: Config, source: str) -> None:
         raise ConfigError(f"{where}model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
     if cfg.data.crop_size <= 0:
         raise ConfigError(f"{where}data.crop_size must be positive, got {cfg.data.crop_size}")
+    scales = cfg.method.pod_scales
+    if scales is not None and (not scales or any(s < 1 for s in scales)):
+        raise ConfigError(f"{where}method.pod_scales must be a non-empty list of positive integers "
+                          f"(the reference uses [1, 2, 4]), got {scales}")
     if t.precision == "bf16" and cfg.model.norm in ("iabn", "iabn_sync"):
         # InPlaceABN 1.1.0's kernels take float32 and float16 only; under bf16 autocast its CUDA
         # forward fails with "mean is not compatible with x" (seen on an H200, benchmarks/RESULTS.md).

@@ -27,7 +27,7 @@ _COMMON: dict[str, Any] = dict(
     classification="ce", loss_kd=0.0, kd="none", kd_resolution="full", alpha=1.0, prev_kd=10.0,
     novel_kd=2.0, loss_de=0.0, icarl_importance=0.0, regularizer="none", reg_importance=0.0,
     reg_alpha=0.9, reg_iterations=10, reg_normalize=True, pod="none", pod_factor=0.01, pod_logits=False,
-    pod_logits_factor=0.0005, pod_schedule=True, pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
+    pod_logits_factor=0.0005, pod_schedule=True, pod_scales=[1, 2, 4], pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
     adaptive_factor=False, init_balanced=False,
 )
 
@@ -275,7 +275,7 @@ class Objective:
                 new_maps.append(new.logits_small)
                 factors.append(m.pod_logits_factor)
             t = L.local_pod(old_maps, new_maps, factors=factors, num_current=self.num_current,
-                            num_new=self.num_new, schedule=m.pod_schedule)
+                            num_new=self.num_new, schedule=m.pod_schedule, scales=tuple(m.pod_scales))
             terms["pod"] = t
             total = total + t
         terms = {k: v.detach() for k, v in terms.items()}

@@ -99,3 +99,10 @@ def test_bf16_with_inplace_abn_is_refused_with_a_fix(norm):
         load_config(None, ["train.precision=bf16", f"model.norm={norm}"])
     assert load_config(None, ["train.precision=bf16", "model.norm=bn"]).train.precision == "bf16"
     assert load_config(None, ["train.precision=fp16", f"model.norm={norm}"]).model.norm == norm
+
+
+@pytest.mark.parametrize("value", ["[]", "[1, 0]"])
+def test_pod_scales_must_be_positive(value):
+    with pytest.raises(ConfigError, match=r"method.pod_scales must be a non-empty list of positive integers"):
+        load_config(None, [f"method.pod_scales={value}"])
+    assert load_config(None, ["method.pod_scales=[1, 2]"]).method.pod_scales == [1, 2]

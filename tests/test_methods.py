@@ -130,3 +130,22 @@ def test_point_cloud_logits_work_through_objective():
     assert torch.allclose(terms["kd"], L.lgkd(new.logits, old.logits, y, prev_weight=1.0, novel_weight=1.0))
     total.backward()
     assert math.isfinite(float(total))
+
+
+def test_pod_scales_reach_local_pod_and_small_maps_say_which_key_to_change():
+    torch.manual_seed(3)
+    att_new, att_old = [torch.randn(2, 4, 2, 2, requires_grad=True)], [torch.randn(2, 4, 2, 2)]
+    new = _out(torch.randn(2, 5, 2, 2, requires_grad=True), (8, 8), {"attentions": att_new})
+    old = _out(torch.randn(2, 3, 2, 2), (8, 8), {"attentions": att_old})
+    labels = torch.zeros(2, 8, 8, dtype=torch.long)
+    labels[:, :2] = 4
+    default = Objective(resolve_method(MethodConfig(name="plop", pseudo="none"), dataset="voc"),
+                        step=1, num_old=3, num_current=5)
+    with pytest.raises(ValueError, match=r"scale 4 does not fit.*method.pod_scales"):
+        default(new, old, labels)
+    m = resolve_method(MethodConfig(name="plop", pseudo="none", pod_scales=[1, 2]), dataset="voc")
+    assert m.pod_scales == [1, 2]
+    total, terms = Objective(m, step=1, num_old=3, num_current=5)(new, old, labels)
+    expected = L.local_pod(att_old + [old.logits_small], att_new + [new.logits_small], factors=[0.01, 0.0005],
+                           num_current=5, num_new=2, scales=(1, 2))
+    assert torch.allclose(terms["pod"], expected)

@@ -46,7 +46,7 @@ def _local_embedding_2d(x: Tensor, scales: Sequence[int]) -> Tensor:
             raise ValueError(
                 f"Local POD scale {s} does not fit a map of height {height} and width {width}: the "
                 f"reference tiling (tile size W // s = {k} on both axes) leaves an empty tile. "
-                "Use smaller pod scales or larger maps."
+                "Use smaller scales (method.pod_scales, e.g. [1, 2]) or larger maps (data.crop_size)."
             )
         if s * k <= height:
             # Every tile is a full k x k block of the top-left (s*k) x (s*k) crop: pool them all
@@ -79,7 +79,7 @@ def _local_embedding_1d(x: Tensor, scales: Sequence[int]) -> Tensor:
         if k == 0:
             raise ValueError(
                 f"Local POD scale {s} needs at least {s} points per map, got N = {num_points}. "
-                "Use smaller pod scales."
+                "Use smaller scales (method.pod_scales, e.g. [1, 2]) or more points per block."
             )
         chunks = x[:, :, : s * k].reshape(batch, channels, s, k).mean(dim=3)
         parts.append(chunks.transpose(1, 2).reshape(batch, -1))
