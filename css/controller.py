@@ -74,6 +74,17 @@ def setup_logging(run_dir: Path | None, env: DistEnv, verbose: bool = False) -> 
         logger.addHandler(fh)
 
 
+def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 @dataclass
 class Controller:
     cfg: Config
@@ -95,15 +106,16 @@ class Controller:
         path = self.run_dir / "config.yaml"
         current = self.cfg.to_dict()
         if path.is_file():
-            saved = yaml.safe_load(path.read_text()) or {}
-            ignore = {"device"}
-            diff = sorted(k for k in set(saved) | set(current)
-                          if k not in ignore and saved.get(k) != current.get(k))
+            saved, now = _dotted(yaml.safe_load(path.read_text()) or {}), _dotted(current)
+            # Keys the saved config lacks were added by a later css: they do not block a resume.
+            diff = [f"{k}: {saved[k]!r} -> {now.get(k, '(absent)')!r}"
+                    for k in sorted(saved) if k != "device" and saved[k] != now.get(k, "(absent)")]
             started = any(self.run_dir.glob("step*/*.pt"))
             if diff and started:
+                shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
                 raise ConfigError(
-                    f"run folder {self.run_dir} was started with a different config (sections differ: "
-                    f"{', '.join(diff)}); resume with the same config, or pick a new run name (name=...)")
+                    f"run folder {self.run_dir} was started with a different config ({shown}); resume "
+                    f"with the same config (see {path}), or pick a new run name (name=...)")
         if self.env.is_main:
             save_config(self.cfg, path)
 
@@ -225,10 +237,13 @@ class Controller:
         first = not self.env.distributed or self.env.is_main
         if not first:
             barrier()
-        dataset = self.modality.dataset(self.cfg, self.task, step, split)
-        if first and self.env.distributed:
-            barrier()
-        return dataset
+        try:
+            return self.modality.dataset(self.cfg, self.task, step, split)
+        finally:
+            # Also when rank 0 fails (a missing file, an empty split): the others then build,
+            # meet the same error and stop, instead of waiting for rank 0 at the barrier.
+            if first and self.env.distributed:
+                barrier()
 
     def finish_step(self, step: int, model: torch.nn.Module, objective: Objective, *, trained: bool,
                     history: list | None = None) -> None:

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from css.checkpoint import rng_state, set_rng_state, unwrap
 from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, seed_everything
-from css.errors import ConfigError
+from css.errors import CheckpointError, ConfigError
 from css.metrics import ConfusionMatrix
 from css.utils import atomic_torch_save
 
@@ -53,6 +53,12 @@ def local_batch(global_batch: int, env: DistEnv, what: str = "train.batch_size")
         raise ConfigError(f"{what}={global_batch} is the GLOBAL batch and must be divisible by the "
                           f"number of processes ({env.world_size}); choose a multiple of {env.world_size}")
     return global_batch // env.world_size
+
+
+def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite (one device sync)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
 
 
 def autocast(device: torch.device, precision: str):
@@ -226,6 +232,11 @@ class Trainer:
         set_rng_state(st["rng"])
         if st.get("thresholds") is not None:
             self.objective.thresholds = st["thresholds"]
+        if "regularizer" in st and "regularizer_progress" not in st:
+            raise CheckpointError(
+                f"{self.resume_file} was written by an earlier css that saved the regulariser's "
+                f"next-step state instead of its progress; it cannot continue this step exactly. "
+                f"Delete {self.resume_file} to restart step {self.settings.step} from its beginning")
         if st.get("regularizer_progress") is not None and self.objective.regularizer is not None:
             # The penalty (theta_old, importance) was attached from the previous step's checkpoint;
             # only this step's accumulators (Fisher, path integrals) continue from the file.
@@ -303,9 +314,7 @@ class Trainer:
                 out = self.model(x)
                 loss, terms = self.objective(out, old, y)
             if not torch.isfinite(loss):
-                if s.precision == "fp16":
-                    skipped += 1  # the scaler skips this update; as in the reference, the LR still steps
-                else:
+                if s.precision != "fp16":  # under fp16 the scaler skips the update (counted below)
                     desc = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
                     raise FloatingPointError(
                         f"non-finite loss at step {s.step}, epoch {epoch + 1}, iteration {i + 1} ({desc}); "
@@ -316,14 +325,20 @@ class Trainer:
                 # spec 2d §1.2 step 12: the regulariser reads the gradients of the total, then its
                 # penalty is backpropagated separately.
                 self.scaler.unscale_(self.optimizer)
-                self.objective.after_backward(unwrap(self.model))
+                # An fp16 overflow leaves inf/NaN gradients and the scaler skips the update; the
+                # regulariser must not read them (an inf Fisher or a NaN path integral would stay).
+                if not self.scaler.is_enabled() or _gradients_finite(self.optimizer):
+                    self.objective.after_backward(unwrap(self.model))
                 reg = self.objective.regularizer_loss(unwrap(self.model))
                 if reg is not None and reg.requires_grad:
                     reg.backward()
                     terms["reg"] = reg.detach()
+            scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.scheduler.step()
+            if scale is not None and self.scaler.get_scale() < scale:
+                skipped += 1  # the scaler found inf/NaN gradients and skipped this update
+            self.scheduler.step()  # as in the reference, the LR steps on a skipped update too
             n += 1
             terms = dict(terms, total=loss.detach())
             # An fp16 overflow that the scaler skipped counts as zero, or the epoch mean would be inf;
@@ -337,7 +352,8 @@ class Trainer:
             if log.isEnabledFor(logging.DEBUG) and i % max(1, s.log_interval) == 0:
                 log.debug("step %d epoch %d it %d: %s", s.step, epoch + 1, i + 1,
                           ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
-        # Epoch means over all processes (spec 2d §1.2 "Logging": reduced and divided by W*len).
+        # Epoch means over all processes (spec 2d §1.2 "Logging": reduced, then divided by the
+        # number of iterations summed, W*len in the reference, here without non-finite fp16 losses).
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
         vec = all_reduce_sum(vec.to(env.device))

@@ -7,6 +7,7 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -124,6 +125,17 @@ def test_rank0_builds_each_dataset_before_the_others(monkeypatch):
         ctl = SimpleNamespace(env=DistEnv(rank, 2, rank, torch.device("cpu")), modality=modality, cfg=None, task=None)
         assert controller.Controller.dataset(ctl, 3, "train") == [3]
         assert events == expected
+    # Rank 0 failing still releases the others, who then meet the same error themselves.
+    def broken(cfg, task, step, split):
+        events.append("build")
+        raise FileNotFoundError("label file missing")
+
+    events.clear()
+    ctl = SimpleNamespace(env=DistEnv(0, 2, 0, torch.device("cpu")), modality=SimpleNamespace(dataset=broken),
+                          cfg=None, task=None)
+    with pytest.raises(FileNotFoundError):
+        controller.Controller.dataset(ctl, 0, "train")
+    assert events == ["build", "barrier"]
     events.clear()
     single = SimpleNamespace(env=DistEnv(0, 1, 0, torch.device("cpu")), modality=modality, cfg=None, task=None)
     controller.Controller.dataset(single, 0, "test")

@@ -46,29 +46,34 @@ def test_mixed_precision_run_trains_and_records_precision(tmp_path, monkeypatch,
 
 
 def test_fp16_overflow_iterations_do_not_poison_the_epoch_mean(tmp_path, monkeypatch):
-    """An iteration whose fp16 loss overflows is skipped by the scaler and left out of the logged
-    mean, instead of turning the epoch's loss into inf."""
+    """An iteration whose fp16 loss overflows is skipped by the scaler, counted in ``skipped``,
+    left out of the logged mean, and hidden from the regulariser (an inf Fisher would stay)."""
     from css import methods
 
-    calls = {"n": 0}
-
+    losses = []
     real_call = methods.Objective.__call__
 
     def sometimes_inf(self, *a, **k):
         loss, terms = real_call(self, *a, **k)
-        calls["n"] += 1
-        if calls["n"] == 2:
+        if len(losses) == 1:
             loss = loss * float("inf")
+        losses.append(float(loss))
         return loss, terms
 
     monkeypatch.setattr(methods.Objective, "__call__", sometimes_inf)
     cfg = load_config(write_config(tmp_path, train={**_train(), "precision": "fp16", "epochs": 1,
-                                                    "step0": {"epochs": 1}}))
+                                                    "step0": {"epochs": 1}},
+                                   method={"name": "ewc", "reg_importance": 100.0}))
     run_from_config(cfg, steps="0")
-    log = (tmp_path / "runs" / "tiny" / "log.txt").read_text()
-    line = next(x for x in log.splitlines() if "step 0 epoch 1/1:" in x)
-    assert "inf" not in line and "nan" not in line
-    assert calls["n"] >= 3  # the overflow was one iteration among several
+    assert len(losses) == 3 and math.isinf(losses[1])
+    saved = torch.load(tmp_path / "runs" / "tiny" / "step0" / "model.pt", weights_only=False)
+    (epoch,) = saved["history"]
+    assert epoch["iterations"] == 3 and epoch["skipped"] == 1
+    finite = [x for x in losses if math.isfinite(x)]
+    assert epoch["terms"]["total"] == pytest.approx(sum(finite) / len(finite), rel=1e-5)
+    fisher = saved["regularizer"]["fisher"]
+    assert fisher and all(torch.isfinite(f).all() for f in fisher.values())
+    assert any(f.abs().sum() > 0 for f in fisher.values())  # the finite iterations did count
 
 
 def _train():

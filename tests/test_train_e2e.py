@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from css import engine
 from css.config import load_config
 from css.controller import parse_steps, run_from_config
-from css.errors import ConfigError
+from css.errors import CheckpointError, ConfigError
 from css.reports import read_results_csv
 
 from _tiny import write_config
@@ -87,12 +88,28 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch, meth
     resume = tmp_path / "runs" / "part" / "step1" / "resume.pt"
     assert resume.is_file() and torch.load(resume, weights_only=False)["epoch"] == 1
     monkeypatch.setattr(engine.Trainer, "_epoch", original)
+    if method is not None:  # a resume file of an earlier css (next-step state only) is refused
+        state = torch.load(resume, weights_only=False)
+        old = dict(state, regularizer=state["regularizer_progress"])
+        del old["regularizer_progress"]
+        torch.save(old, resume)
+        with pytest.raises(CheckpointError, match=r"earlier css.*Delete .*resume.pt"):
+            run_from_config(part)
+        torch.save(state, resume)
     run_from_config(part)
     a, b = _final(tmp_path / "runs" / "full"), _final(tmp_path / "runs" / "part")
     assert [s["iou"] for s in a["steps"]] == [s["iou"] for s in b["steps"]]
     ha = torch.load(tmp_path / "runs" / "full" / "step1" / "model.pt", weights_only=False)["history"]
     hb = torch.load(tmp_path / "runs" / "part" / "step1" / "model.pt", weights_only=False)["history"]
     assert [h["terms"] for h in ha] == [h["terms"] for h in hb]
+    ra = torch.load(tmp_path / "runs" / "full" / "step1" / "model.pt", weights_only=False)["regularizer"]
+    rb = torch.load(tmp_path / "runs" / "part" / "step1" / "model.pt", weights_only=False)["regularizer"]
+    assert (ra is None) == (rb is None) == (method is None)
+    if ra is not None:  # the accumulators (Fisher, path-integral score) continued exactly
+        for key in ("fisher", "score", "params"):
+            assert ra[key].keys() == rb[key].keys()
+            for name, value in ra[key].items():
+                torch.testing.assert_close(rb[key][name], value, rtol=0, atol=0, msg=f"{key}.{name}")
 
 
 def test_steps_range_and_init_step0(tmp_path):
@@ -113,8 +130,14 @@ def test_run_folder_refuses_a_different_config(tmp_path):
     cfg = load_config(write_config(tmp_path, name="same"))
     run_from_config(cfg, steps="0")
     changed = load_config(write_config(tmp_path, name="same", train={"lr": 0.5}))
-    with pytest.raises(ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match=r"different config \(train.lr: 0.01 -> 0.5\)"):
         run_from_config(changed, steps="0")
+    # A key that a later css added (absent from the saved config) does not block the resume.
+    saved = tmp_path / "runs" / "same" / "config.yaml"
+    tree = yaml.safe_load(saved.read_text())
+    del tree["method"]["pod_scales"]
+    saved.write_text(yaml.safe_dump(tree))
+    run_from_config(cfg, steps="0")
 
 
 def test_parse_steps():

@@ -155,11 +155,12 @@ class _Regularizer:
 
     def load_progress_state(self, state: Mapping) -> None:
         """Restore :meth:`progress_state` taken in the same step, on the parameters' device."""
-        missing = [key for key in self.progress_keys if key not in state]
-        if not isinstance(state, Mapping) or state.get("kind") != self.kind or missing:
+        is_map = isinstance(state, Mapping)
+        missing = [key for key in self.progress_keys if key not in state] if is_map else list(self.progress_keys)
+        if not is_map or state.get("kind") != self.kind or missing:
             raise CheckpointError(
                 f"the resume file's {self.kind.upper()} regulariser progress does not fit (kind "
-                f"{state.get('kind') if isinstance(state, Mapping) else None!r}, missing {missing}); "
+                f"{state.get('kind') if is_map else None!r}, missing {missing}); "
                 "delete the step's resume.pt to restart the step"
             )
         device = next((p.device for _, p in self._params(self.model)), torch.device("cpu"))
