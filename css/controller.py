@@ -22,7 +22,7 @@ import yaml
 from css import checkpoint as ck
 from css import reports
 from css.config import Config, save_config, step_value
-from css.distributed import DistEnv, barrier, init_distributed, seed_everything
+from css.distributed import DistEnv, barrier, cpu_has_bf16, init_distributed, seed_everything
 from css.engine import Trainer, TrainSettings, evaluate
 from css.errors import CheckpointError, ConfigError
 from css.methods import Objective, resolve_method
@@ -171,6 +171,10 @@ class Controller:
         log.info("task %s/%s: %d steps %s; method %s; protocol %s; %d process(es) on %s", self.cfg.data.dataset,
                  self.task.name, self.task.num_steps, self.task.steps if self.task.num_steps <= 12 else "",
                  self.cfg.method.name, self.cfg.protocol, self.env.world_size, self.env.device)
+        if self.env.device.type == "cpu" and self.cfg.train.precision == "bf16" and cpu_has_bf16() is False:
+            log.warning("train.precision=bf16 on a CPU without bf16 instructions: autocast emulates it, "
+                        "far slower than fp32 (36x for DeepLabV3-R101, benchmarks/RESULTS.md); use "
+                        "train.precision=fp32 on this machine")
         try:
             for step in steps:
                 if self.step_done(step):

@@ -34,6 +34,17 @@ class DistEnv:
         return self.world_size > 1
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool | None:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX on x86, BF16 on Arm), read from
+    /proc/cpuinfo; None where that file does not exist. Without it, bf16 autocast is emulated."""
+    try:
+        with open(cpuinfo) as info:
+            flags = {word for line in info if line.startswith(("flags", "Features")) for word in line.split()}
+    except OSError:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def pick_device(preference: str, local_rank: int) -> torch.device:
     if preference == "cpu":
         return torch.device("cpu")

@@ -29,6 +29,9 @@ def test_mixed_precision_run_trains_and_records_precision(tmp_path, monkeypatch,
         return original(dev, prec)
 
     monkeypatch.setattr(engine, "autocast", spy)
+    from css import controller
+
+    monkeypatch.setattr(controller, "cpu_has_bf16", lambda: False)  # as on this project's CI machine
     cfg = load_config(write_config(tmp_path, device=device, train={**_train(), "precision": precision}))
     run_from_config(cfg)
     run = tmp_path / "runs" / "tiny"
@@ -43,6 +46,25 @@ def test_mixed_precision_run_trains_and_records_precision(tmp_path, monkeypatch,
     # Both steps trained: the epoch logs carry finite LGKD terms at step 1.
     log = (run / "log.txt").read_text()
     assert "step 1 epoch 2/2" in log and " inf " not in log and " nan " not in log
+    # bf16 on a CPU without bf16 instructions is emulated: the run says so (and only then).
+    assert ("without bf16 instructions" in log) == (device == "cpu" and precision == "bf16")
+
+
+def test_cpu_bf16_detection_reads_cpuinfo(tmp_path):
+    from css.distributed import cpu_has_bf16
+
+    cases = {
+        "flags\t\t: fpu sse avx2 fma\n": False,  # this project's AMD EPYC (AVX2 only)
+        "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n": True,
+        "flags\t\t: fpu avx512f amx_bf16\n": True,
+        "Features\t: fp asimd bf16 i8mm\n": True,  # Arm
+        "Features\t: fp asimd\n": False,
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        path = tmp_path / f"cpuinfo{i}"
+        path.write_text("processor\t: 0\n" + text)
+        assert cpu_has_bf16(str(path)) is expected, text
+    assert cpu_has_bf16(str(tmp_path / "missing")) is None
 
 
 def test_fp16_overflow_iterations_do_not_poison_the_epoch_mean(tmp_path, monkeypatch):
