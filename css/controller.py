@@ -173,7 +173,7 @@ class Controller:
                  self.cfg.method.name, self.cfg.protocol, self.env.world_size, self.env.device)
         if self.env.device.type == "cpu" and self.cfg.train.precision == "bf16" and cpu_has_bf16() is False:
             log.warning("train.precision=bf16 on a CPU without bf16 instructions: autocast emulates it, "
-                        "far slower than fp32 (36x for DeepLabV3-R101, benchmarks/RESULTS.md); use "
+                        "far slower than fp32 (~50x for DeepLabV3-R101, benchmarks/RESULTS.md); use "
                         "train.precision=fp32 on this machine")
         try:
             for step in steps:
