@@ -445,26 +445,47 @@ class Task:
                 f"(not colours or instance ids)"
             )
 
-    def keep(self, present: Iterable[int], step: int, split: str, overlap: bool = True) -> bool:
-        """Whether an image/block whose labels are ``present`` belongs to the step's split.
+    def select(self, presence: Any, step: int, split: str, overlap: bool = True) -> np.ndarray:
+        """Indices (ascending) of the images/blocks of ``split`` that ``step`` uses.
+
+        The one selection rule of both modalities (docs/tasks.md#selection). ``presence[i, l]``
+        says whether image/block i shows dataset label l (column index = label; labels beyond the
+        last column are absent). What counts as "shows" is the modality's business: any pixel for
+        images, a share of the block for point clouds (css.index.presence_from_counts).
 
         train, overlap: it shows at least one current class (spec 2d §6.2).
-        train, disjoint: additionally every label is old, current, background, ignored or void, so
-        no future class appears.
+        train, disjoint: additionally every label it shows is old, current, background, ignored
+        or void, so no future class appears.
         test: it shows at least one seen foreground class (spec 2d §6.3, §10.10).
         """
         _check_split(split)
-        labels = {int(label) for label in present}
-        if split == "test":
-            return not labels.isdisjoint(self.seen_labels(step))
-        if labels.isdisjoint(self.current_labels(step)):
-            return False
-        if overlap:
-            return True
-        allowed = {*self.seen_labels(step), self.ignore_index, *self.void_labels}
-        if self.background is not None:
-            allowed.add(self.background)
-        return labels <= allowed
+        presence = np.asarray(presence, dtype=bool)
+        if presence.ndim != 2:
+            raise ValueError(f"presence must be a 2-D (items, labels) matrix, got shape {presence.shape}")
+        num_labels = presence.shape[1]
+
+        def columns(labels: Iterable[int]) -> list[int]:
+            return [label for label in labels if 0 <= label < num_labels]
+
+        wanted = self.current_labels(step) if split == "train" else self.seen_labels(step)
+        keep = presence[:, columns(wanted)].any(axis=1)
+        if split == "train" and not overlap:
+            allowed = {*self.seen_labels(step), self.ignore_index, *self.void_labels}
+            if self.background is not None:
+                allowed.add(self.background)
+            forbidden = [label for label in range(num_labels) if label not in allowed]
+            keep &= ~presence[:, forbidden].any(axis=1)
+        return np.flatnonzero(keep).astype(np.int64)
+
+    def keep(self, present: Iterable[int], step: int, split: str, overlap: bool = True) -> bool:
+        """Whether one image/block whose labels are ``present`` belongs to the step's split:
+        ``select`` on a one-row presence matrix."""
+        labels = sorted({int(label) for label in present})
+        if any(label < 0 for label in labels):
+            raise ValueError(f"labels must be non-negative, got {labels}")
+        row = np.zeros((1, (labels[-1] + 1) if labels else 1), dtype=bool)
+        row[0, labels] = True
+        return bool(self.select(row, step, split, overlap).size)
 
     # -- names -------------------------------------------------------------------------------
 
