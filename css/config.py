@@ -27,20 +27,41 @@ from css.errors import ConfigError
 
 @dataclass
 class DataConfig:
+    """Keys every modality's ``data`` section has (docs/config.md#sections)."""
+
     dataset: str = "voc"
-    """voc | ade | folder | synthetic (images); s3dis | scannet (point clouds)."""
+    """voc | ade | folder | synthetic (images); s3dis | scannet | folder | synthetic (point clouds)."""
     root: str = "data"
-    """Folder holding the dataset (for voc: the folder that contains PascalVOC2012/)."""
+    """Folder holding the dataset (for voc: the folder that contains PascalVOC2012/; for point
+    clouds: the folder python -m css.pointcloud.prepare wrote)."""
     overlap: bool = True
     """Setting of spec 2d §6.2: overlap (True) or disjoint (False)."""
+    num_workers: int = 4
+    cache_dir: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    """Dataset-specific options (synthetic: sizes and seed)."""
+
+
+@dataclass
+class ImageDataConfig(DataConfig):
     crop_size: int = 512
     scale: list[float] = field(default_factory=lambda: [0.5, 2.0])
     eval_mode: str = "crop"
     """crop: short side resized to crop_size + centre crop (the reference, spec 2d §5.2); whole: full images."""
-    num_workers: int = 4
-    cache_dir: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-    """Dataset-specific options (synthetic: num_images, size, num_classes, seed)."""
+
+
+@dataclass
+class PointDataConfig(DataConfig):
+    dataset: str = "s3dis"
+    num_points: int = 2048
+    """Points sampled from a block per access (training and the sampled test metric)."""
+    augment: bool = True
+    """Training augmentation: rotation about z and jitter (docs/pointcloud-datasets.md)."""
+    presence_fraction: float = 0.05
+    presence_min_points: int = 100
+    """A block shows a class when it has more than max(int(fraction * points), min_points) of it."""
+    eval_seed: int = 0
+    """Seed of the test-time point sampling: two evaluations of one checkpoint give one number."""
 
 
 @dataclass
@@ -52,7 +73,7 @@ class TaskConfig:
 
 
 @dataclass
-class ModelConfig:
+class ImageModelConfig:
     backbone: str = "resnet101"
     norm: str = "iabn_sync"
     """iabn_sync | iabn | bn (pure torch, synchronised across processes; use it on CPU)."""
@@ -65,6 +86,19 @@ class ModelConfig:
     """Channels of the DeepLabV3 head (256 = standard)."""
     pretrained: str | None = None
     """ImageNet weights for the backbone (e.g. pretrained/resnet101_iabn_sync.pth.tar); null = random."""
+
+
+ModelConfig = ImageModelConfig  # the name earlier versions used
+
+
+@dataclass
+class PointModelConfig:
+    arch: str = "dgcnn"
+    k: int = 20
+    """Neighbours of the dynamic kNN graph."""
+    dropout: float = 0.3
+    knn_chunk: int | None = None
+    """Query points per kNN chunk (null: chosen to keep the distance block small)."""
 
 
 @dataclass
@@ -83,10 +117,16 @@ class TrainConfig:
     lr: float = 0.001
     epochs: int = 30
     step0: StepOverride = field(default_factory=StepOverride)
+    optimizer: str = "sgd"
+    """sgd (momentum, nesterov) | adam (docs/config.md#optimisers)."""
+    schedule: str = "poly"
+    """poly: lr (1 - i/max_iters)^lr_power stepped every iteration | step: lr x lr_gamma every lr_step epochs."""
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 1e-4
     lr_power: float = 0.9
+    lr_step: int = 50
+    lr_gamma: float = 0.5
     precision: str = "fp32"
     """fp32 | fp16 (autocast + GradScaler) | bf16 (autocast)."""
     eval_batch_size: int | None = None
@@ -94,6 +134,20 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     """Cap on iterations per epoch (quick experiments and tests); null = the whole loader."""
     log_interval: int = 10
+    legacy_eval_mode: bool | None = None
+    """Point clouds: train with batch norm and dropout in eval mode from epoch 4 on, as the 3DPC-CISS
+    code does by accident (docs/pointcloud.md#protocol); null = on under protocol reference."""
+
+
+@dataclass
+class PointTrainConfig(TrainConfig):
+    """The 3DPC-CISS schedule: Adam 1e-3, weight decay 1e-4, StepLR(50, 0.5), 100 epochs, batch 32."""
+
+    batch_size: int = 32
+    lr: float = 0.001
+    epochs: int = 100
+    optimizer: str = "adam"
+    schedule: str = "step"
 
 
 @dataclass
@@ -147,9 +201,10 @@ class Config:
     output_dir: str = "runs"
     device: str = "auto"
     """auto | cpu | cuda."""
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=ImageDataConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=ImageModelConfig)
+    """ImageModelConfig or PointModelConfig, after the modality (docs/config.md#sections)."""
     train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
 
@@ -161,6 +216,13 @@ class Config:
         return Path(self.output_dir) / self.name
 
 
+# The sections whose keys depend on the modality; a key of the other modality's section is an
+# error that says so (docs/config.md#sections).
+SECTIONS: dict[str, dict[str, type]] = {
+    "image": {"data": ImageDataConfig, "model": ImageModelConfig, "train": TrainConfig},
+    "pointcloud": {"data": PointDataConfig, "model": PointModelConfig, "train": PointTrainConfig},
+}
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "modality": ("image", "pointcloud"),
     "protocol": ("reference", "fixed"),
@@ -168,6 +230,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.eval_mode": ("crop", "whole"),
     "model.norm": ("iabn_sync", "iabn", "bn"),
     "train.precision": ("fp32", "fp16", "bf16"),
+    "train.optimizer": ("sgd", "adam"),
+    "train.schedule": ("poly", "step"),
+    "model.arch": ("dgcnn",),
     "method.classification": ("ce", "unce", "bce"),
     "method.kd": ("kd", "unkd", "lgkd", "none"),
     "method.kd_resolution": ("small", "full"),
@@ -314,30 +379,58 @@ def _coerce(value: Any, tp: Any, where: str, source: str = "") -> Any:
     raise ConfigError(f"{source}{where}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
 
-def _build(cls: type, data: Any, where: str, source: str = "") -> Any:
+def _other_modality(section: str, key: str, modality: str) -> str | None:
+    """The modality whose ``section`` has ``key`` when this config's modality does not."""
+    for name, sections in SECTIONS.items():
+        if name != modality and key in {f.name for f in dataclasses.fields(sections[section])}:
+            return name
+    return None
+
+
+def _build(cls: type, data: Any, where: str, source: str = "", modality: str | None = None) -> Any:
     prefix = f"{where}." if where else ""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}{where or 'config'}: expected a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
+    if cls is Config and modality is not None:
+        hints.update(SECTIONS[modality])
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in data.items():
         if key not in names:
+            other = _other_modality(where, str(key), modality) if modality and where in SECTIONS[modality] else None
+            if other:
+                raise ConfigError(f"{source}config key '{prefix}{key}' is a {other}-only key and this config's "
+                                  f"modality is {modality}; remove it (or set modality: {other})")
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"
             raise ConfigError(f"{source}unknown config key '{prefix}{key}'{hint}")
-        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
+        if cls is Config and key in SECTIONS.get(modality or "", {}):
+            kwargs[key] = _build(hints[key], value, key, source, modality)
+        else:
+            kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
         choices = CHOICES.get(f"{prefix}{key}")
+        if modality == "pointcloud" and f"{prefix}{key}" == "model.norm":
+            choices = None
         if choices and kwargs[key] is not None and kwargs[key] not in choices:
             raise ConfigError(f"{source}{prefix}{key}: {kwargs[key]!r} is not one of {', '.join(choices)}")
+    if cls is Config and modality is not None:
+        for key, section in SECTIONS[modality].items():
+            kwargs.setdefault(key, section())
     return cls(**kwargs)
 
 
 def from_dict(data: dict[str, Any], *, source: str = "") -> Config:
-    """Validate a plain mapping into a Config (``source`` prefixes error messages, e.g. the file)."""
-    cfg = _build(Config, data, "", f"{source}: " if source else "")
+    """Validate a plain mapping into a Config (``source`` prefixes error messages, e.g. the file).
+
+    The ``modality`` key picks the data, model and train sections (docs/config.md#sections)."""
+    prefix = f"{source}: " if source else ""
+    modality = (data or {}).get("modality", "image") if isinstance(data, dict) else "image"
+    if modality not in SECTIONS:
+        raise ConfigError(f"{prefix}modality: {modality!r} is not one of {', '.join(SECTIONS)}")
+    cfg = _build(Config, data, "", prefix, modality)
     _check_values(cfg, source)
     return cfg
 
@@ -345,25 +438,48 @@ def from_dict(data: dict[str, Any], *, source: str = "") -> Config:
 def _check_values(cfg: Config, source: str) -> None:
     where = f"{source}: " if source else ""
     t = cfg.train
-    for key in ("batch_size", "epochs"):
-        for name, val in ((f"train.{key}", getattr(t, key)), (f"train.step0.{key}", getattr(t.step0, key))):
+    for key in ("batch_size", "epochs", "lr_step"):
+        for name, val in ((f"train.{key}", getattr(t, key)), (f"train.step0.{key}", getattr(t.step0, key, None))):
             if val is not None and val <= 0:
                 raise ConfigError(f"{where}{name} must be positive, got {val}")
     if t.lr <= 0 or (t.step0.lr is not None and t.step0.lr <= 0):
         raise ConfigError(f"{where}train.lr and train.step0.lr must be positive")
-    if cfg.model.output_stride not in (8, 16):
-        raise ConfigError(f"{where}model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
-    if cfg.data.crop_size <= 0:
-        raise ConfigError(f"{where}data.crop_size must be positive, got {cfg.data.crop_size}")
+    if not 0 < t.lr_gamma <= 1:
+        raise ConfigError(f"{where}train.lr_gamma must be in (0, 1], got {t.lr_gamma}")
     scales = cfg.method.pod_scales
     if scales is not None and (not scales or any(s < 1 for s in scales)):
         raise ConfigError(f"{where}method.pod_scales must be a non-empty list of positive integers "
                           f"(the reference uses [1, 2, 4]), got {scales}")
+    if cfg.modality == "pointcloud":
+        _check_point_values(cfg, where)
+        return
+    if cfg.model.output_stride not in (8, 16):
+        raise ConfigError(f"{where}model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
+    if cfg.data.crop_size <= 0:
+        raise ConfigError(f"{where}data.crop_size must be positive, got {cfg.data.crop_size}")
     if t.precision == "bf16" and cfg.model.norm in ("iabn", "iabn_sync"):
         # InPlaceABN 1.1.0's kernels take float32 and float16 only; under bf16 autocast its CUDA
         # forward fails with "mean is not compatible with x" (seen on an H200, benchmarks/RESULTS.md).
         raise ConfigError(f"{where}train.precision: bf16 does not work with model.norm: {cfg.model.norm} "
                           f"(InPlaceABN has no bfloat16 kernels); use train.precision=fp16 or model.norm=bn")
+
+
+def _check_point_values(cfg: Config, where: str) -> None:
+    d, m = cfg.data, cfg.model
+    if d.num_points <= 0:
+        raise ConfigError(f"{where}data.num_points must be positive, got {d.num_points}")
+    if not 0 <= d.presence_fraction < 1 or d.presence_min_points < 0:
+        raise ConfigError(f"{where}data.presence_fraction must be in [0, 1) and data.presence_min_points >= 0, "
+                          f"got {d.presence_fraction} and {d.presence_min_points}")
+    if m.k < 1 or m.k > d.num_points:
+        raise ConfigError(f"{where}model.k must be in 1..data.num_points ({d.num_points}), got {m.k}")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError(f"{where}model.dropout must be in [0, 1), got {m.dropout}")
+    if m.knn_chunk is not None and m.knn_chunk < 1:
+        raise ConfigError(f"{where}model.knn_chunk must be positive or null, got {m.knn_chunk}")
+    if cfg.method.pod not in (None, "none"):
+        raise ConfigError(f"{where}method.pod: {cfg.method.pod!r} — Local POD distils 2-D feature maps and has "
+                          f"no point-cloud form; remove method.pod (point-cloud presets leave it off)")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -45,6 +45,12 @@ class TrainSettings:
     step: int = 0
     max_iters_per_epoch: int | None = None
     log_interval: int = 10
+    optimizer: str = "sgd"
+    schedule: str = "poly"
+    lr_step: int = 50
+    lr_gamma: float = 0.5
+    eval_mode_from_epoch: int | None = None
+    """Train with norm layers and dropout in eval mode from this (0-based) epoch on; None: never."""
 
 
 def local_batch(global_batch: int, env: DistEnv, what: str = "train.batch_size") -> int:
@@ -134,7 +140,9 @@ class _ShardSampler(Sampler[int]):
 
 
 def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: str, num_workers: int = 0,
-                collate: Callable | None = None) -> DataLoader:
+                collate: Callable | None = None, drop_last: bool = False) -> DataLoader:
+    """``drop_last``: leave out the last incomplete batch (the 3DPC-CISS test loader does,
+    docs/pointcloud.md#protocol)."""
     b = local_batch(batch_size, env, "train.eval_batch_size")
     if protocol == "reference":
         # spec 2d §10.7: the reference test sampler shuffles and pads to a multiple of W
@@ -144,7 +152,7 @@ def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: st
     else:
         sampler = _ShardSampler(len(dataset), env.rank, env.world_size)
     return DataLoader(dataset, batch_size=b, sampler=sampler, num_workers=num_workers,
-                      pin_memory=env.device.type == "cuda", collate_fn=collate)
+                      pin_memory=env.device.type == "cuda", collate_fn=collate, drop_last=drop_last)
 
 
 def poly_lambda(max_iters: int, power: float) -> Callable[[int], float]:
@@ -152,10 +160,30 @@ def poly_lambda(max_iters: int, power: float) -> Callable[[int], float]:
     return lambda i: max(0.0, 1.0 - i / max_iters) ** power
 
 
+def step_lambda(iters_per_epoch: int, step_epochs: int, gamma: float) -> Callable[[int], float]:
+    """StepLR by epochs, stepped per iteration: lr_i = base_lr * gamma ** (epoch(i) // step_epochs)
+    (docs/config.md#optimisers; 3DPC-CISS: 50 epochs, 0.5)."""
+    return lambda i: gamma ** ((i // max(1, iters_per_epoch)) // step_epochs)
+
+
 def build_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    # spec 2d §5.1: one SGD over body, head and classifier, all with weight decay (BN and biases too).
+    # One optimiser over every trainable parameter, all with weight decay (norms and biases too):
+    # SGD Nesterov for images (spec 2d §5.1), Adam with coupled L2 for point clouds
+    # (docs/config.md#optimisers).
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
+    if s.optimizer == "adam":
+        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    if s.optimizer != "sgd":
+        raise ConfigError(f"train.optimizer: {s.optimizer!r} is not one of sgd, adam")
     return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
+
+
+def build_schedule(s: TrainSettings, iters_per_epoch: int, max_iters: int) -> Callable[[int], float]:
+    if s.schedule == "step":
+        return step_lambda(iters_per_epoch, s.lr_step, s.lr_gamma)
+    if s.schedule != "poly":
+        raise ConfigError(f"train.schedule: {s.schedule!r} is not one of poly, step")
+    return poly_lambda(max_iters, s.lr_power)
 
 
 def _to(batch, device):
@@ -204,7 +232,8 @@ class Trainer:
             self.iters_per_epoch = min(self.iters_per_epoch, s.max_iters_per_epoch)
         self.max_iters = s.epochs * self.iters_per_epoch
         self.optimizer = build_optimizer(self.model, s)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, poly_lambda(self.max_iters, s.lr_power))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, build_schedule(s, self.iters_per_epoch, self.max_iters))
         use_scaler = s.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.env.device.type, enabled=use_scaler)
         self.start_epoch = 0
@@ -300,6 +329,8 @@ class Trainer:
     def _epoch(self, epoch: int) -> EpochLog:
         env, s = self.env, self.settings
         self.model.train()
+        if s.eval_mode_from_epoch is not None and epoch >= s.eval_mode_from_epoch:
+            self.model.eval()  # docs/pointcloud.md#protocol (legacy_eval_mode)
         sums: dict[str, torch.Tensor] = {}
         t0 = time.time()
         n = 0
@@ -374,10 +405,13 @@ class Trainer:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env: DistEnv, batch_size: int,
              precision: str = "fp32", protocol: str = "reference", num_workers: int = 0,
-             collate: Callable | None = None, desc: str = "eval") -> ConfusionMatrix:
-    """Argmax of the full-resolution logits -> confusion matrix over the dataset, summed over
-    processes (spec 2d §8)."""
-    loader = eval_loader(dataset, env, batch_size, protocol=protocol, num_workers=num_workers, collate=collate)
+             collate: Callable | None = None, desc: str = "eval", drop_last: bool = False,
+             predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ConfusionMatrix:
+    """``predict(logits)`` (default: argmax over channels) of the full-resolution logits ->
+    confusion matrix over the dataset, summed over processes (spec 2d §8)."""
+    predict = predict or (lambda logits: logits.argmax(1))
+    loader = eval_loader(dataset, env, batch_size, protocol=protocol, num_workers=num_workers, collate=collate,
+                         drop_last=drop_last)
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, device=env.device)
@@ -385,7 +419,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env:
         x, y = _to(batch, env.device)
         with autocast(env.device, precision):
             logits = model(x).logits
-        cm.update(logits.argmax(1), y)
+        cm.update(predict(logits), y)
     cm.all_reduce()
     model.train(was_training)
     return cm
