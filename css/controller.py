@@ -23,12 +23,19 @@ from css import checkpoint as ck
 from css import reports
 from css.config import Config, save_config, step_value
 from css.distributed import DistEnv, barrier, cpu_has_bf16, init_distributed, seed_everything
-from css.engine import Trainer, TrainSettings, evaluate
-from css.errors import CheckpointError, ConfigError
-from css.methods import Objective, resolve_method
+from css.engine import Trainer, TrainSettings
+from css.handover import hand_over
+from css.errors import ConfigError
+from css.methods import PRESETS, Objective, resolve_method
 from css.utils import atomic_write_text
 from css.modality import Modality, get_modality
 from css.tasks import Task
+
+
+def step_summary(cm, task: Task, num_base: int) -> dict[str, Any]:
+    """bg/old/new/all/hIoU and OA of a step's confusion matrix. A synthetic background channel
+    (point clouds, docs/tasks.md#channels) is not a class: it is left out of every mean."""
+    return cm.summary(num_base, background=task.background is not None)
 
 log = logging.getLogger("css")
 
@@ -95,7 +102,8 @@ class Controller:
     run_dir: Path = field(init=False)
 
     def __post_init__(self):
-        self.cfg.method = resolve_method(self.cfg.method, dataset=self.cfg.data.dataset, protocol=self.cfg.protocol)
+        self.cfg.method = resolve_method(self.cfg.method, dataset=self.cfg.data.dataset, protocol=self.cfg.protocol,
+                                         modality=self.cfg.modality)
         self.task = self.modality.task(self.cfg)
         self.run_dir = self.cfg.run_dir
         self.writer = None
@@ -131,7 +139,10 @@ class Controller:
             batch_size=step_value(self.cfg, "batch_size", step), momentum=t.momentum, nesterov=t.nesterov,
             weight_decay=t.weight_decay, lr_power=t.lr_power, precision=t.precision,
             num_workers=self.cfg.data.num_workers, seed=self.cfg.seed, step=step,
-            max_iters_per_epoch=t.max_iters_per_epoch, log_interval=t.log_interval)
+            max_iters_per_epoch=t.max_iters_per_epoch, log_interval=t.log_interval, optimizer=t.optimizer,
+            schedule=t.schedule, lr_step=t.lr_step, lr_gamma=t.lr_gamma,
+            eval_mode_from_epoch=self.modality.eval_mode_from_epoch(self.cfg)
+            if hasattr(self.modality, "eval_mode_from_epoch") else None)
 
     def step_done(self, step: int) -> bool:
         return ck.model_path(self.run_dir, step).is_file() and self._recorded(step)
@@ -144,24 +155,6 @@ class Controller:
         return any(e["step"] == step for e in data.get("steps", []))
 
     # --------------------------------------------------------------------------------------------
-    def _model(self, step: int) -> torch.nn.Module:
-        return self.modality.build_model(self.cfg, self.task.classes_per_step(step), self.env)
-
-    def _load_previous(self, step: int) -> tuple[dict[str, Any], torch.nn.Module]:
-        path = ck.model_path(self.run_dir, step - 1)
-        if not path.is_file():
-            raise CheckpointError(
-                f"step {step} needs the model of step {step - 1} at {path}, which does not exist; run step "
-                f"{step - 1} first (e.g. --steps {step - 1}-{step}) or start from a step-0 checkpoint with --init-step0")
-        prev = ck.load_step_model(path)
-        expected = self.task.classes_per_step(step - 1)
-        if list(prev["classes_per_step"]) != list(expected):
-            raise CheckpointError(f"{path} has heads {prev['classes_per_step']} but step {step - 1} of task "
-                                  f"{self.task.name} needs {expected}; was the run folder made for another task?")
-        old = self._model(step - 1)
-        old.load_state_dict(prev["model"], strict=True)
-        return prev, old
-
     def run(self, steps: list[int]) -> dict[str, Any] | None:
         self.check_run_dir()
         if self.env.is_main:
@@ -171,6 +164,9 @@ class Controller:
         log.info("task %s/%s: %d steps %s; method %s; protocol %s; %d process(es) on %s", self.cfg.data.dataset,
                  self.task.name, self.task.num_steps, self.task.steps if self.task.num_steps <= 12 else "",
                  self.cfg.method.name, self.cfg.protocol, self.env.world_size, self.env.device)
+        if self.cfg.modality == "pointcloud" and PRESETS.get(self.cfg.method.name, {}).get("pod") == "local":
+            log.info("method %s: Local POD distils 2-D feature maps; on point clouds the preset runs without it "
+                     "(docs/methods.md#point-clouds)", self.cfg.method.name)
         if self.env.device.type == "cpu" and self.cfg.train.precision == "bf16" and cpu_has_bf16() is False:
             log.warning("train.precision=bf16 on a CPU without bf16 instructions: autocast emulates it, "
                         "far slower than fp32 (~50x for DeepLabV3-R101, benchmarks/RESULTS.md); use "
@@ -192,7 +188,7 @@ class Controller:
         num_old, num_cur = task.num_old_classes(step), task.num_classes(step)
         objective = Objective(cfg.method, step=step, num_old=num_old, num_current=num_cur,
                               protocol=cfg.protocol, ignore_index=task.ignore_index)
-        model = self._model(step)
+        model = self.modality.build_model(cfg, task.classes_per_step(step), env)
         old_model = None
         prev_extra: dict[str, Any] = {}
         if step == 0 and self.init_step0:
@@ -204,18 +200,9 @@ class Controller:
         if step == 0:
             self.modality.load_pretrained(model, cfg)
         else:
-            prev, old_model = self._load_previous(step)
-            missing, unexpected = model.load_state_dict(prev["model"], strict=False)
-            new_head = [k for k in missing if k.startswith(f"cls.{len(task.classes_per_step(step)) - 1}.")]
-            if set(missing) != set(new_head) or unexpected:
-                raise CheckpointError(f"step {step - 1} checkpoint does not fit model({step}): missing "
-                                      f"{sorted(set(missing) - set(new_head))}, unexpected {unexpected}")
-            if cfg.method.init_balanced:
-                model.init_new_head_from_background()  # spec 2d §3.4
-            old_model.to(env.device).eval()
-            for p in old_model.parameters():
-                p.requires_grad_(False)
-            prev_extra = prev
+            model, old_model, prev_extra = hand_over(self.modality, cfg, task, step, self.run_dir, env,
+                                                     init_balanced=bool(cfg.method.init_balanced))
+            old_model.to(env.device)
         model.to(env.device)
         objective.attach_regularizer(model, prev_extra.get("regularizer"))
         log.info("step %d: classes %s -> %d channels (%d old); objective: %s", step, task.steps[step], num_cur,
@@ -253,12 +240,7 @@ class Controller:
                     history: list | None = None) -> None:
         cfg, env, task = self.cfg, self.env, self.task
         test_set = self.dataset(step, "test")
-        batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
-        if cfg.data.eval_mode == "whole":
-            batch = env.world_size  # whole images differ in size: one per process
-        cm = evaluate(model, test_set, num_classes=task.num_classes(step), env=env, batch_size=batch,
-                      precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
-                      collate=self.modality.collate, desc=f"step {step} test")
+        cm = self.modality.evaluate(model, test_set, cfg, task, step, env)
         if env.is_main:
             extra = {"regularizer": objective.regularizer.state_dict() if objective.regularizer else None,
                      "thresholds": objective.thresholds, "config": cfg.to_dict(), "trained": trained,
@@ -276,7 +258,7 @@ class Controller:
     def record(self, step: int, cm, num_test: int) -> None:
         task = self.task
         num_base = task.num_classes(0)
-        summary = cm.summary(num_base)
+        summary = step_summary(cm, task, num_base)
         present = cm.present().tolist()
         iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), present)]
         total = task.num_classes(task.num_steps - 1)
@@ -289,15 +271,16 @@ class Controller:
         entry.update(num_test=num_test)
         entries = sorted(entries + [entry], key=lambda e: e["step"])
         results = reports.build_results(entries, task.channel_names(task.num_steps - 1), self.metadata(),
-                                        task=task.name, dataset=task.dataset, method=self.cfg.method.name)
+                                        task=task.name, dataset=task.dataset, method=self.cfg.method.name,
+                                        background=task.background is not None)
         atomic_write_text(path, reports.dumps_json(results) + "\n")
         reports.plot_miou_per_step(self.run_dir / "miou.png", results)
         fmt = lambda v: "  -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.2f}"
-        log.info("step %d test (%d samples): bg %s | old %s | new %s | all %s | hIoU %s", step, num_test,
+        log.info("step %d test (%d samples): bg %s | old %s | new %s | all %s | hIoU %s | OA %s", step, num_test,
                  fmt(summary["bg"]), fmt(summary["old"]), fmt(summary["new"]), fmt(summary["all"]),
-                 fmt(summary["hiou"]))
+                 fmt(summary["hiou"]), fmt(summary["oa"]))
         if self.writer is not None:
-            for k in ("bg", "old", "new", "all", "hiou"):
+            for k in ("bg", "old", "new", "all", "hiou", "oa"):
                 v = summary.get(k)
                 if v is not None and not math.isnan(v):
                     self.writer.add_scalar(f"test/{k}", v, step)

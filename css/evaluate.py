@@ -17,7 +17,7 @@ from pathlib import Path
 
 from css import checkpoint as ck
 from css.cli import run_cli
-from css.config import apply_overrides, from_dict, load_config, step_value
+from css.config import apply_overrides, from_dict, load_config
 from css.errors import CSSError
 
 
@@ -66,41 +66,35 @@ def _targets(args) -> tuple[object, list[tuple[int, Path, bool]]]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg, targets = _targets(args)
+    from css.controller import step_summary
     from css.distributed import init_distributed
-    from css.engine import evaluate
+    from css.handover import load_step
     from css.methods import resolve_method
     from css.modality import get_modality
     from css.reports import format_table
 
     env = init_distributed(cfg.device)
     modality = get_modality(cfg.modality)
-    cfg.method = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol)
+    cfg.method = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality=cfg.modality)
     task = modality.task(cfg)
+    keys = ("bg", "old", "new", "all", "hiou", "oa")
     rows, out = [], []
     for step, path, ours in targets:
         if step >= task.num_steps:
             raise CSSError(f"step {step} is outside task {task.name} (steps 0..{task.num_steps - 1})")
-        model = modality.build_model(cfg, task.classes_per_step(step), env)
         if ours:
-            saved = ck.load_step_model(path)
-            if list(saved["classes_per_step"]) != task.classes_per_step(step):
-                raise CSSError(f"{path} has heads {saved['classes_per_step']} but step {step} of task {task.name} "
-                               f"needs {task.classes_per_step(step)}")
-            model.load_state_dict(saved["model"])
+            model, _ = load_step(modality, cfg, task, step, path, env)
         else:
+            model = modality.build_model(cfg, task.classes_per_step(step), env)
             modality.import_weights(model, str(path))
         model.to(env.device)
         test_set = modality.dataset(cfg, task, step, "test")
-        batch = env.world_size if cfg.data.eval_mode == "whole" else (
-            cfg.train.eval_batch_size or step_value(cfg, "batch_size", step))
-        cm = evaluate(model, test_set, num_classes=task.num_classes(step), env=env, batch_size=batch,
-                      precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
-                      collate=modality.collate, desc=f"step {step} test")
-        summary = cm.summary(task.num_classes(0))
+        cm = modality.evaluate(model, test_set, cfg, task, step, env)
+        summary = step_summary(cm, task, task.num_classes(0))
         iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
-        rows.append({"run": f"step {step}", **{k: summary[k] for k in ("bg", "old", "new", "all", "hiou")}})
+        rows.append({"run": f"step {step}", **{k: summary[k] for k in keys}})
         out.append({"step": step, "checkpoint": str(path), "num_test": len(test_set),
-                    "summary": {k: summary[k] for k in ("bg", "old", "new", "all", "hiou")}, "iou": iou,
+                    "summary": {k: summary[k] for k in keys}, "iou": iou,
                     "class_names": task.channel_names(step)})
     if env.is_main:
         print(format_table(rows))

@@ -58,8 +58,13 @@ def method_names() -> list[str]:
     return list(PRESETS)
 
 
-def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "reference") -> MethodConfig:
-    """Return a copy of ``method`` with every null field filled from its preset (spec 2d §1)."""
+def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "reference",
+                   modality: str = "image") -> MethodConfig:
+    """Return a copy of ``method`` with every null field filled from its preset (spec 2d §1).
+
+    Point clouds: Local POD distils 2-D feature maps, so the presets that use it (PLOP, LGKD) run
+    without it on points (docs/methods.md#point-clouds); asking for it there is an error.
+    """
     key = ALIASES.get(method.name.lower(), method.name.lower())
     if key not in PRESETS:
         import difflib
@@ -77,6 +82,11 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
         # the fixed protocol uses the factors of the original PLOP ADE scripts (spec 2d §9.2).
         values.update(pod_factor=0.001, pod_logits_factor=0.00001)
     given = {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "name"}
+    if modality == "pointcloud":
+        if given.get("pod") not in (None, "none"):
+            raise ConfigError(f"method.pod: {given['pod']!r} — Local POD distils 2-D feature maps and has no "
+                              f"point-cloud form; remove method.pod (point-cloud presets leave it off)")
+        values.update(pod="none", pod_logits=False)
     values.update({k: v for k, v in given.items() if v is not None})
     return MethodConfig(name=key, **values)
 

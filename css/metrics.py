@@ -137,12 +137,15 @@ class ConfusionMatrix:
         tp, gt, _ = self._parts()
         return _masked_mean(tp / (gt + EPS), self.present())
 
-    def summary(self, num_old: int) -> dict[str, Any]:
-        """bg / old / new / all / hIoU for a step with ``num_old`` classes learnt before it.
+    def summary(self, num_old: int, background: bool = True) -> dict[str, Any]:
+        """bg / old / new / all / hIoU / OA for a step with ``num_old`` classes learnt before it.
 
         ``num_old`` counts background, like ``Task.num_old_classes``. At step 0 pass either 0 or
         ``num_classes``: every class is then a base ("old") class and ``new`` is nan.
+        ``background=False``: channel 0 is a synthetic background channel (point clouds), not a
+        class; it is left out of ``all`` (old and new never include channel 0).
         ``per_class`` lists the IoU of every class, ``None`` where the class has no ground truth.
+        ``oa`` is the overall accuracy over every counted element.
         """
         c = self.num_classes
         if not 0 <= num_old <= c:
@@ -156,8 +159,9 @@ class ConfusionMatrix:
             "bg": iou[0].item() if bool(present[0]) else math.nan,
             "old": old,
             "new": new,
-            "all": self.mean_iou(),
+            "all": self.mean_iou() if background else _masked_mean(iou, present & (idx >= 1)),
             "hiou": harmonic_mean(old, new),
+            "oa": self.pixel_accuracy(),
             "num_old": int(num_old),
             "num_classes": c,
             "per_class": [v if p else None for v, p in zip(iou.tolist(), present.tolist())],

@@ -30,6 +30,11 @@ class Modality(Protocol):
 
     def import_weights(self, model: torch.nn.Module, path: str) -> Any: ...
 
+    def evaluate(self, model: torch.nn.Module, dataset: Dataset, cfg: Any, task: Any, step: int,
+                 env: Any) -> Any: ...
+    """The step's test metric as a ConfusionMatrix (summed over processes): the modality owns
+    its evaluation (images: argmax of full-resolution logits; point clouds: sampled points)."""
+
 
 def get_modality(name: str) -> Modality:
     if name == "image":
@@ -37,6 +42,7 @@ def get_modality(name: str) -> Modality:
 
         return ImageModality()
     if name == "pointcloud":
-        raise ConfigError("modality pointcloud: the point-cloud branch (S3DIS/ScanNet, DGCNN) is not part of this "
-                          "release yet; its tasks are available in css.tasks. Use modality: image for now.")
+        from css.pointcloud.modality import PointCloudModality
+
+        return PointCloudModality()
     raise ConfigError(f"modality: {name!r} is not one of image, pointcloud")

@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from css.distributed import DistEnv, pick_device
+    from css.handover import load_step
     from css.image.transforms import eval_transform
     from css.modality import get_modality
 
@@ -79,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     modality = get_modality("image")
     task = modality.task(cfg)
     step = int(saved["step"])
-    model = modality.build_model(cfg, list(saved["classes_per_step"]), env)
-    model.load_state_dict(saved["model"])
+    model, _ = load_step(modality, cfg, task, step, args.checkpoint, env, saved=saved)
     model.to(env.device).eval()
     # channel -> dataset label id, so the PNGs use the dataset's own ids (spec 2d §6.4)
     to_label = np.array(task.order(step), dtype=np.int64)

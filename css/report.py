@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from css.errors import CSSError
-from css.reports import METRICS, dumps_json, format_table, read_results_csv, read_results_json, summarize_csv_rows
+from css.reports import METRICS, OPTIONAL_METRICS, dumps_json, format_table, read_results_csv, read_results_json, summarize_csv_rows
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -105,14 +105,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     unique_names(runs)
     groups = [g for g in group_by_config(runs) if len(g) > 1]
-    stats = [{k: mean_std([r.final[k] for r in g]) for k in METRICS} for g in groups]
+    keys = METRICS + OPTIONAL_METRICS
+    stats = [{k: mean_std([r.final.get(k, math.nan) for r in g]) for k in keys} for g in groups]
 
     if args.json:
         doc = {
             "runs": [{"run": r.name, "path": str(r.path), "final": r.final} for r in runs],
             "groups": [
                 {"runs": [r.name for r in g], "n": len(g),
-                 "mean": {k: s[k][0] for k in METRICS}, "std": {k: s[k][1] for k in METRICS}}
+                 "mean": {k: s[k][0] for k in keys}, "std": {k: s[k][1] for k in keys}}
                 for g, s in zip(groups, stats)
             ],
         }

@@ -55,7 +55,9 @@ from css.utils import atomic_write_bytes, atomic_write_text
 NOT_SEEN = "x"  # class not yet learnt at that step (spec 2d §8)
 ABSENT = "X"  # class learnt but without ground truth in the test set (spec 2d §8)
 METRICS = ("bg", "old", "new", "all", "avg", "hiou")
-_STEP_METRICS = ("bg", "old", "new", "all", "hiou")
+_STEP_METRICS = ("bg", "old", "new", "all", "hiou", "oa")
+# Overall accuracy: in results.json (step summaries and final) and in the tables when a run has it.
+OPTIONAL_METRICS = ("oa",)
 
 
 # --------------------------------------------------------------------------- results CSV
@@ -185,7 +187,7 @@ def step_entry(step: int, summary: Mapping[str, Any], iou: Sequence[float | None
         "step": int(step),
         "num_old": int(summary["num_old"]),
         "num_classes": len(iou),
-        "summary": {k: summary[k] for k in _STEP_METRICS},
+        "summary": {k: summary.get(k, math.nan) for k in _STEP_METRICS},
         "iou": list(iou),
         "mean_iou": summary["all"],
     }
@@ -199,8 +201,13 @@ def build_results(
     task: str | None = None,
     dataset: str | None = None,
     method: str | None = None,
+    background: bool = True,
 ) -> dict[str, Any]:
-    """The results.json document (module docstring), with ``final`` computed from the steps."""
+    """The results.json document (module docstring), with ``final`` computed from the steps.
+
+    ``background=False``: channel 0 is a synthetic background channel (point clouds), so the
+    final ``bg`` is not reported (null); ``all`` already leaves it out (ConfusionMatrix.summary).
+    ``final.oa`` is the last step's overall accuracy."""
     if not steps_entries:
         raise ValueError("build_results needs at least one step entry")
     final = final_summary(
@@ -208,6 +215,9 @@ def build_results(
         [e["mean_iou"] for e in steps_entries],
         num_base=int(steps_entries[0]["num_classes"]),
     )
+    if not background:
+        final["bg"] = math.nan
+    final["oa"] = steps_entries[-1].get("summary", {}).get("oa", math.nan)
     return {
         "task": task,
         "dataset": dataset,
@@ -258,7 +268,7 @@ def read_results_json(path: str | os.PathLike) -> dict[str, Any]:
         raise CSSError(f"results file '{path}' is not valid JSON ({exc}); rerun the evaluation to rewrite it") from exc
     if not isinstance(results, dict) or "final" not in results or "steps" not in results:
         raise CSSError(f"results file '{path}' lacks the 'steps'/'final' entries of a css results.json")
-    results["final"] = {k: _nan_if_none(results["final"].get(k)) for k in METRICS}
+    results["final"] = {k: _nan_if_none(results["final"].get(k)) for k in METRICS + OPTIONAL_METRICS}
     for entry in results["steps"]:
         entry["summary"] = {k: _nan_if_none(v) for k, v in entry["summary"].items()}
     return results
@@ -381,14 +391,21 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     Each row maps "run" to a name and each metric to a fraction, None/nan (shown "-"), or a
     (mean, std) pair (shown "mean ± std").
     """
-    header = ["run", "bg", "old", "new", "all", "avg", "hIoU"]
-    body = [[str(r["run"])] + [_cell(r.get(k)) for k in METRICS] for r in rows]
+    shown = METRICS + tuple(k for k in OPTIONAL_METRICS if any(_has(r.get(k)) for r in rows))
+    header = ["run", "bg", "old", "new", "all", "avg", "hIoU"] + [k.upper() for k in shown[len(METRICS):]]
+    body = [[str(r["run"])] + [_cell(r.get(k)) for k in shown] for r in rows]
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
 
     def render(line: list[str]) -> str:
         return "  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
 
     return "\n".join([render(header), "  ".join("-" * w for w in widths)] + [render(line) for line in body])
+
+
+def _has(value: Any) -> bool:
+    if isinstance(value, tuple):
+        value = value[0]
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(value: Any) -> str:

@@ -68,6 +68,17 @@ class ImageModality:
 
         return load_reference_weights(model, path, strict=True)
 
+    def evaluate(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
+        from css.config import step_value
+        from css.engine import evaluate
+
+        batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
+        if cfg.data.eval_mode == "whole":
+            batch = env.world_size  # whole images differ in size: one per process
+        return evaluate(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
+                        precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
+                        collate=self.collate, desc=f"step {step} test")
+
     def dataset(self, cfg, task: Task, step: int, split: str):
         from css.image.data import build_dataset, load_split
         from css.image.transforms import eval_transform, train_transform

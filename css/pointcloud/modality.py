@@ -1,0 +1,133 @@
+"""The point-cloud modality: DGCNN and S3DIS / ScanNet / folder / synthetic blocks for the step
+controller (docs/pointcloud.md).
+
+What it owns beside the model and the datasets:
+- its evaluation: the sampled metric of 3DPC-CISS (``data.num_points`` random points per test
+  block, drawn with ``data.eval_seed`` so that two evaluations agree), one confusion matrix over
+  all sampled points. Once every class of the task is learnt no point can be background, so
+  the prediction is then the argmax over the class channels only (the synthetic background
+  channel 0 is not a class; docs/pointcloud.md#evaluation);
+- the ``protocol: reference`` quirks of training and evaluation (docs/pointcloud.md#protocol):
+  norm layers and dropout frozen in eval mode from epoch 4 on, and the last incomplete test
+  batch left out.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from css.errors import CheckpointError
+from css.tasks import Task
+
+log = logging.getLogger("css")
+
+IN_CHANNELS = 9  # xyz, rgb, normalised xyz (docs/pointcloud-datasets.md)
+LEGACY_EVAL_EPOCH = 3  # the reference's first validation runs after epoch 3 and never calls train()
+
+
+class PointCloudModality:
+    name = "pointcloud"
+    collate = None  # every item is (C_in, N) features and (N,) labels with one N: default collation
+
+    def __init__(self) -> None:
+        self._stores: dict[tuple, Any] = {}
+
+    def task(self, cfg) -> Task:
+        from css.pointcloud.data import load_dataset_task
+
+        spec: Any = cfg.task.steps if cfg.task.steps is not None else cfg.task.name
+        task = load_dataset_task(cfg.data.dataset, spec, root=cfg.data.root, options=cfg.data.options or None)
+        if cfg.task.steps is not None and task.name != cfg.task.name:
+            import dataclasses
+
+            task = dataclasses.replace(task, name=cfg.task.name)
+        return task
+
+    def build_model(self, cfg, classes_per_step: list[int], env) -> torch.nn.Module:
+        from css.pointcloud.models import build_model
+
+        m = cfg.model
+        kwargs: dict[str, Any] = dict(in_channels=IN_CHANNELS, k=m.k, dropout=m.dropout)
+        if m.knn_chunk is not None:
+            kwargs["knn_chunk"] = m.knn_chunk
+        return build_model(classes_per_step, **kwargs)
+
+    def load_pretrained(self, model: torch.nn.Module, cfg) -> None:
+        return None  # DGCNN trains from random weights in 3DPC-CISS
+
+    def import_weights(self, model: torch.nn.Module, path: str) -> Any:
+        """A css step checkpoint, or the 3DPC-CISS pair 'BACKBONE[,CLASSIFIER]' (the classifier file
+        defaults to the backbone's name with ``_classifer`` before ``_checkpoint``, as released)."""
+        from css import checkpoint as ck
+
+        parts = [p for p in str(path).split(",") if p]
+        first = Path(parts[0])
+        if len(parts) == 1 and first.is_file():
+            obj = ck.load_file(first)
+            if isinstance(obj, dict) and obj.get("format") == ck.FORMAT:
+                model.load_state_dict(obj["model"], strict=True)
+                return f"css checkpoint of step {obj.get('step')}"
+        if len(parts) == 1:
+            name = first.name
+            if "_checkpoint" not in name:
+                raise CheckpointError(
+                    f"--init-step0 {path}: not a css checkpoint, and no classifier file can be derived from the "
+                    f"name; pass 'BACKBONE,CLASSIFIER' (e.g. end_base_model_checkpoint.tar,"
+                    f"end_base_model_classifer_checkpoint.tar)")
+            parts.append(str(first.with_name(name.replace("_checkpoint", "_classifer_checkpoint", 1))))
+        if len(parts) != 2:
+            raise CheckpointError(f"--init-step0 {path}: give one css checkpoint or 'BACKBONE,CLASSIFIER'")
+        from css.pointcloud.weights import load_3dpc_ciss_weights
+
+        return load_3dpc_ciss_weights(model, parts[0], parts[1])
+
+    # ------------------------------------------------------------------------------------------
+    def store(self, cfg, split: str):
+        """One BlockStore per (dataset, root, split, options) for the life of a run: every step's
+        subset is derived from its counts in memory."""
+        from css.pointcloud.data import open_split
+
+        d = cfg.data
+        key = (d.dataset, str(d.root), split, repr(d.options))
+        if key not in self._stores:
+            self._stores[key] = open_split(d.dataset, d.root, split, options=d.options or None)
+        return self._stores[key]
+
+    def dataset(self, cfg, task: Task, step: int, split: str):
+        from css.pointcloud.data import build_dataset
+
+        d = cfg.data
+        train = split == "train"
+        return build_dataset(
+            d.dataset, d.root, task=task, step=step, split=split, num_points=d.num_points,
+            augment=train and d.augment, seed=None if train else d.eval_seed, protocol=cfg.protocol,
+            overlap=d.overlap, presence=(d.presence_fraction, d.presence_min_points),
+            store=self.store(cfg, split), options=d.options or None)
+
+    def eval_mode_from_epoch(self, cfg) -> int | None:
+        legacy = cfg.train.legacy_eval_mode
+        if legacy is None:
+            legacy = cfg.protocol == "reference"
+        return LEGACY_EVAL_EPOCH if legacy else None
+
+    def evaluate(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
+        from css.config import step_value
+        from css.engine import evaluate
+
+        batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
+        return evaluate(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
+                        precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
+                        collate=self.collate, desc=f"step {step} test",
+                        drop_last=cfg.protocol == "reference", predict=class_predictor(task, step))
+
+
+def class_predictor(task: Task, step: int):
+    """argmax over all channels, or over the class channels 1.. once no point can be background
+    (a synthetic background channel and no future class left; docs/pointcloud.md#evaluation)."""
+    if task.background is None and not task.future_labels(step):
+        return lambda logits: logits[:, 1:].argmax(1) + 1
+    return lambda logits: logits.argmax(1)

@@ -1,0 +1,48 @@
+"""Summary of a step with a synthetic background channel (point clouds): channel 0 is not a class."""
+
+import math
+
+import torch
+
+from css.metrics import ConfusionMatrix
+from css.pointcloud.modality import class_predictor
+from css.reports import build_results, format_table, step_entry
+from css.tasks import get_task
+
+
+def _cm():
+    # 4 channels: 0 synthetic background, 1-2 old, 3 new. Rows = target, cols = prediction.
+    cm = ConfusionMatrix(4)
+    cm.matrix = torch.tensor([[2, 1, 0, 1],
+                              [0, 3, 1, 0],
+                              [0, 0, 4, 0],
+                              [1, 0, 0, 3]], dtype=torch.int64)
+    return cm
+
+
+def test_summary_leaves_the_synthetic_background_out():
+    s = _cm().summary(3, background=False)
+    iou = [2 / 5, 3 / 5, 4 / 5, 3 / 5]  # TP / (GT + Pred - TP): bg 2/(4+3-2), c1 3/(4+4-3), ...
+    assert math.isclose(s["old"], (iou[1] + iou[2]) / 2, rel_tol=1e-6)
+    assert math.isclose(s["new"], iou[3], rel_tol=1e-6)
+    assert math.isclose(s["all"], (iou[1] + iou[2] + iou[3]) / 3, rel_tol=1e-6)  # channel 0 not in "all"
+    assert math.isclose(s["oa"], 12 / 16, rel_tol=1e-6)
+    with_bg = _cm().summary(3)
+    assert math.isclose(with_bg["all"], sum(iou) / 4, rel_tol=1e-6)  # images: background is a class
+
+
+def test_results_final_has_no_bg_and_oa_for_point_clouds():
+    s = _cm().summary(3, background=False)
+    entry = step_entry(1, s, s["per_class"])
+    res = build_results([entry], ["bg", "a", "b", "c"], {}, background=False)
+    assert res["final"]["bg"] != res["final"]["bg"]  # nan
+    assert math.isclose(res["final"]["oa"], 0.75, rel_tol=1e-6)
+    table = format_table([{"run": "r", **res["final"]}])
+    assert table.splitlines()[0].split()[-1] == "OA" and "75.00" in table
+
+
+def test_prediction_ignores_background_once_every_class_is_learnt():
+    task = get_task("s3dis", "12-1")
+    logits = torch.tensor([[[5.0], [1.0], [2.0]] + [[0.0]] * 11])  # (1, 14, 1): bg largest, then ch 2
+    assert class_predictor(task, 0)(logits[:, :13]).item() == 0  # step 0: clutter is still future
+    assert class_predictor(task, 1)(logits).item() == 2  # last step: bg is not a prediction
