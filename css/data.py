@@ -1,9 +1,14 @@
 """Dataset inspection: ``python -m css.data inspect --dataset voc --root DIR --task 15-1``.
 
 Checks the dataset's on-disk layout and prints, for every step of the task, the number of train
-and test images kept by the step filters (spec 2d §6.2-6.3) and the pixel count of every model
-class in the kept train images after label masking (what training sees before augmentation).
-The label histograms behind the counts are computed once and cached (css.image.data).
+and test images kept by the step filters (``Task.select``, docs/tasks.md#selection) and the pixel
+count of every model class in the kept train images after label masking (what training sees
+before augmentation). The label counts behind the numbers are computed once and cached
+(css.index).
+
+The steps are summarised from a modality-agnostic ``InspectedSplit`` (a css.index.ClassIndex and
+the modality's presence matrix); ``SPLIT_LOADERS`` maps a modality to the function that builds
+one, so another modality plugs in by adding its loader.
 
 Errors a user can cause are printed as ``error: ...`` on stderr with exit status 2.
 """
@@ -13,13 +18,15 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import yaml
 
 from css.errors import ConfigError, CSSError
-from css.image.data import DATASETS, label_histograms, load_dataset_task, subset_indices
+from css.image.data import load_dataset_task, load_split
+from css.image.datasets import DATASETS as IMAGE_DATASETS
+from css.index import ClassIndex
 from css.tasks import Task
 
 
@@ -34,23 +41,59 @@ class StepSummary:
     ignored_pixels: int
 
 
+@dataclass(frozen=True)
+class InspectedSplit:
+    """What inspection needs of one split, whatever the modality."""
+
+    index: ClassIndex  # per-item label counts (ignored elements excluded) and sizes
+    presence: np.ndarray  # presence[i, l]: item i shows label l, by the modality's rule
+
+
+SplitLoader = Callable[..., InspectedSplit]  # (dataset, root, split, *, cache_dir, options)
+
+
+def image_split(dataset: str, root: str | None, split: str, *, cache_dir: str | None = None,
+                options: dict[str, Any] | None = None) -> InspectedSplit:
+    """An image split: label histograms from css.image.data.load_split; any pixel shows a label."""
+    index = load_split(dataset, root, split, cache_dir=cache_dir, options=options)
+    return InspectedSplit(index.class_index(), index.presence())
+
+
+SPLIT_LOADERS: dict[str, SplitLoader] = {"image": image_split}
+
+
 def train_pixels(
-    hist: np.ndarray, task: Task, step: int, overlap: bool
+    counts: np.ndarray, ignored: int, task: Task, step: int, overlap: bool
 ) -> tuple[dict[int, int], int]:
-    """Pixels per model channel (and ignored pixels) in images summed in ``hist`` rows, after
-    the train label map of ``step``. hist columns: labels 0..n-1, then the ignore count."""
-    totals = hist.sum(axis=0, dtype=np.int64)
+    """Elements per model channel (and ignored elements) after the train label map of ``step``.
+
+    counts: (items, labels) label counts of the kept items; ignored: their ignore_index elements.
+    A label the map sends to ignore_index (e.g. a void label) is counted as ignored."""
+    totals = counts.sum(axis=0, dtype=np.int64).tolist()
     table = task.label_map(step, "train", overlap)
     per_channel: dict[int, int] = {c: 0 for c in range(task.num_classes(step))}
-    ignored = 0
-    labels = list(range(hist.shape[1] - 1)) + [task.ignore_index]
-    for label, count in zip(labels, totals.tolist()):
+    ignored_total = 0
+    for label, count in [*enumerate(totals), (task.ignore_index, int(ignored))]:
         channel = int(table[label])
         if channel == task.ignore_index:
-            ignored += count
+            ignored_total += count
         else:
             per_channel[channel] += count
-    return per_channel, ignored
+    return per_channel, ignored_total
+
+
+def summarise(task: Task, train: InspectedSplit, test: InspectedSplit, overlap: bool = True) -> list[StepSummary]:
+    """Per-step item counts and train element counts, from the two splits' indices."""
+    ignored = train.index.sizes - train.index.counts.sum(axis=1)
+    summaries = []
+    for step in range(task.num_steps):
+        kept = task.select(train.presence, step, "train", overlap)
+        kept_test = task.select(test.presence, step, "test", overlap)
+        pixels, ignored_pixels = train_pixels(
+            train.index.counts[kept], int(ignored[kept].sum()), task, step, overlap
+        )
+        summaries.append(StepSummary(step, len(kept), len(kept_test), pixels, ignored_pixels))
+    return summaries
 
 
 def inspect_dataset(
@@ -61,18 +104,14 @@ def inspect_dataset(
     overlap: bool = True,
     cache_dir: str | None = None,
     options: dict[str, Any] | None = None,
+    modality: str = "image",
 ) -> list[StepSummary]:
     """Per-step image counts and train pixel counts of ``task`` on ``dataset``."""
-    _, train_hist = label_histograms(dataset, root, "train", cache_dir=cache_dir, options=options)
-    _, test_hist = label_histograms(dataset, root, "test", cache_dir=cache_dir, options=options)
-    num_labels = train_hist.shape[1] - 1
-    summaries = []
-    for step in range(task.num_steps):
-        train = subset_indices(train_hist[:, :num_labels] > 0, task, step, "train", overlap)
-        test = subset_indices(test_hist[:, :num_labels] > 0, task, step, "test", overlap)
-        pixels, ignored = train_pixels(train_hist[train], task, step, overlap)
-        summaries.append(StepSummary(step, len(train), len(test), pixels, ignored))
-    return summaries
+    if modality not in SPLIT_LOADERS:
+        raise ConfigError(f"inspect: unknown modality {modality!r}; valid: {', '.join(SPLIT_LOADERS)}")
+    load = SPLIT_LOADERS[modality]
+    train, test = (load(dataset, root, split, cache_dir=cache_dir, options=options) for split in ("train", "test"))
+    return summarise(task, train, test, overlap)
 
 
 def format_report(dataset: str, task: Task, overlap: bool, summaries: list[StepSummary]) -> str:
@@ -126,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="a run config: dataset, root, task, setting and options are read from it "
         "(the other flags are then not needed)",
     )
-    inspect.add_argument("--dataset", choices=DATASETS)
+    inspect.add_argument("--dataset", choices=IMAGE_DATASETS)
     inspect.add_argument(
         "--root", help="dataset folder (for voc: the folder holding PascalVOC2012/)"
     )

@@ -451,7 +451,7 @@ class Task:
         The one selection rule of both modalities (docs/tasks.md#selection). ``presence[i, l]``
         says whether image/block i shows dataset label l (column index = label; labels beyond the
         last column are absent). What counts as "shows" is the modality's business: any pixel for
-        images, a share of the block for point clouds (css.index.presence_from_counts).
+        images, a share of the block for point clouds (css.index.presence_any and presence_share).
 
         train, overlap: it shows at least one current class (spec 2d §6.2).
         train, disjoint: additionally every label it shows is old, current, background, ignored
