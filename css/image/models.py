@@ -20,7 +20,6 @@ identity activation. InPlaceABN's scale is |gamma| + eps where BatchNormAct's is
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from css.errors import ConfigError, require
+from css.heads import IncrementalHead
 from css.nn import BatchNormAct, SegOutput
 
 __all__ = [
@@ -344,56 +344,42 @@ class DeepLabV3(nn.Module):
         super().__init__()
         self.norm = norm
         """The model.norm it was built with (checkpoint writers store it, see css.image.weights)."""
-        if not classes_per_step or any(int(n) < 1 for n in classes_per_step):
-            raise ConfigError(
-                f"classes_per_step must be a non-empty list of positive counts, got {list(classes_per_step)}"
-            )
+        cls = IncrementalHead(head_channels, classes_per_step, dims=2, bias=True)  # validates the counts
         self.body = body
         self.head = head
         self.head_channels = head_channels
-        self.cls = nn.ModuleList([nn.Conv2d(head_channels, int(n), 1, bias=True) for n in classes_per_step])
+        self.cls = cls
+        """One nn.Conv2d(head_channels, n_i, 1, bias=True) per step (css.heads.IncrementalHead)."""
 
     @property
     def classes_per_step(self) -> list[int]:
         """Output channels of each classifier head, step 0 first."""
-        return [conv.out_channels for conv in self.cls]
+        return self.cls.classes_per_step
 
     @property
     def num_classes(self) -> int:
-        return sum(self.classes_per_step)
+        return self.cls.num_classes
 
     def forward(self, x: Tensor) -> SegOutput:
         body, attentions = self.body(x)
         pre_logits = self.head(body)
-        logits_small = torch.cat([conv(pre_logits) for conv in self.cls], dim=1)
+        logits_small = self.cls(pre_logits)
         logits = F.interpolate(logits_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
         features = {"body": body, "pre_logits": pre_logits, "attentions": [*attentions, pre_logits]}
         return SegOutput(logits, logits_small, features)
 
     def add_classes(self, num_new: int) -> nn.Conv2d:
         """Append a classifier head for a new step with ``num_new`` classes (PyTorch default init)."""
-        if num_new < 1:
-            raise ConfigError(f"a new step must add at least one class, got {num_new}")
-        ref = self.cls[0].weight
-        conv = nn.Conv2d(self.head_channels, num_new, 1, bias=True).to(device=ref.device, dtype=ref.dtype)
-        self.cls.append(conv)
-        return conv
+        return self.cls.add_classes(num_new)
 
-    @torch.no_grad()
     def init_new_head_from_background(self) -> None:
         """Initialise the last head from the background row (spec 2d §3.4, 'init_balanced').
 
         Every row of cls[-1].weight becomes w_bg = cls[0].weight[0]; every new bias and the
         background bias cls[0].bias[0] become b_bg - ln(n_new + 1), with b_bg the background bias
-        before the call and n_new the number of classes of the last head.
+        before the call and n_new the number of classes of the last head (css.heads).
         """
-        if len(self.cls) < 2:
-            raise ValueError("init_new_head_from_background needs a new head: call add_classes first")
-        background, new = self.cls[0], self.cls[-1]
-        bias = background.bias[0] - math.log(new.out_channels + 1)
-        new.weight.copy_(background.weight[0:1].expand_as(new.weight))
-        new.bias.fill_(bias)
-        background.bias[0] = bias
+        self.cls.init_new_head_from_background()
 
     def param_groups(
         self, lr: float, weight_decay: float = 1e-4, lr_old: float | None = None
