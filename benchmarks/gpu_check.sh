@@ -7,6 +7,8 @@
 #   3. when .whl/ holds the inplace-abn sdist (+ setuptools_scm, vcs_versioning, packaging wheels),
 #      a CUDA build of it, then the bn-vs-InPlaceABN test on CUDA, the precision tests, the same
 #      training step with InPlaceABN, and a short demo run with model.norm=iabn;
+#   2c. point clouds: one DGCNN training step at B=32, N=2048 in fp32/fp16/bf16, and the
+#      point-cloud demo on CUDA with fp16;
 #   4. the whole test suite, if time is left.
 # Results land in $OUT (default benchmarks/results/gpu): gpu_check.log and results.tar.gz.
 set -u
@@ -49,6 +51,13 @@ timeout $(cap 150) $PY benchmarks/bench_train_step.py --device cuda --norms bn -
 cp benchmarks/results/lgkd_cuda.* benchmarks/results/train_step_cuda.* $RES/ 2>/dev/null
 mv $RES/train_step_cuda.json $RES/train_step_cuda_bn.json 2>/dev/null
 mv $RES/train_step_cuda.md $RES/train_step_cuda_bn.md 2>/dev/null
+
+say "2c. point clouds: DGCNN training step at B=32, N=2048 (fp32/fp16/bf16), then the point-cloud demo, fp16"
+timeout $(cap 150) $PY benchmarks/bench_dgcnn.py --device cuda --quick; echo "rc=$?"
+cp benchmarks/results/dgcnn_step_cuda.* $RES/ 2>/dev/null
+timeout $(cap 120) $PY -m css.train --modality pointcloud --config configs/demo/pointcloud.yaml name=demo_pc_gpu_fp16 \
+  device=cuda train.precision=fp16 data.root=$RES/synthetic_pc output_dir=$RES/runs
+echo "pc demo rc=$?"
 
 if [ -n "$BUILD" ]; then
   say "3. waiting for the inplace-abn build"

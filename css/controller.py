@@ -262,7 +262,8 @@ class Controller:
         present = cm.present().tolist()
         iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), present)]
         total = task.num_classes(task.num_steps - 1)
-        reports.append_results_row(self.run_dir / "results.csv", step, iou, total, summary["all"])
+        reports.append_results_row(self.run_dir / "results.csv", step, iou, total, summary["all"],
+                                   oa=summary["oa"] if self.cfg.modality == "pointcloud" else None)
         path = self.run_dir / "results.json"
         entries = []
         if path.is_file():

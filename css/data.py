@@ -165,7 +165,12 @@ def _parser() -> argparse.ArgumentParser:
         "--config", help="a run config: dataset, root, task, setting and options are read from it "
         "(the other flags are then not needed)",
     )
-    inspect.add_argument("--dataset", choices=IMAGE_DATASETS)
+    inspect.add_argument("--modality", choices=("image", "pointcloud"), default="image",
+                         help="without --config: which modality's datasets --dataset names (default image)")
+    inspect.add_argument("--dataset", help=f"image: {', '.join(IMAGE_DATASETS)}; pointcloud: s3dis, scannet, "
+                                           f"folder, synthetic")
+    inspect.add_argument("--protocol", choices=("reference", "fixed"), default="reference",
+                         help="point clouds without --config: which label set (ScanNet) and unannotated rule")
     inspect.add_argument(
         "--root", help="dataset folder (for voc: the folder holding PascalVOC2012/)"
     )
@@ -187,22 +192,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def inspect_pointcloud(dataset: str, root: str | None, spec: Any, *, overlap: bool, options: dict | None,
+                       protocol: str, presence: tuple[float, int] = (0.05, 100)) -> str:
+    """The report of a prepared point-cloud dataset: blocks and points per class per step
+    (from the counts stored by the preparation; no point is read)."""
+    from css.pointcloud.data import dataset_summary, format_summary, load_dataset_task
+
+    task = load_dataset_task(dataset, spec, root=root, options=options)
+    rows = dataset_summary(dataset, root, task=task, protocol=protocol, overlap=overlap, presence=presence,
+                           options=options)
+    setting = "overlap" if overlap else "disjoint"
+    return "\n".join([task.describe(), f"dataset {dataset}, {setting} setting, protocol {protocol}", "",
+                      format_summary(rows)])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        presence = (0.05, 100)
         if args.config:
             from css.config import load_config
 
             cfg = load_config(args.config)
+            modality, protocol = cfg.modality, cfg.protocol
             dataset, root, overlap = cfg.data.dataset, cfg.data.root, cfg.data.overlap
             options, cache_dir = cfg.data.options or None, cfg.data.cache_dir
             spec: Any = cfg.task.steps if cfg.task.steps is not None else cfg.task.name
+            if modality == "pointcloud":
+                presence = (cfg.data.presence_fraction, cfg.data.presence_min_points)
         else:
             if not args.dataset or not args.task:
                 raise ConfigError("give --config FILE, or --dataset and --task (and --root for files on disk)")
+            modality, protocol = args.modality, args.protocol
             dataset, root, overlap = args.dataset, args.root, not args.disjoint
             options, cache_dir = _parse_options(args.option), args.cache_dir
             spec = _parse_task(args.task)
+            if modality == "image" and dataset not in IMAGE_DATASETS:
+                raise ConfigError(f"--dataset {dataset!r} is not an image dataset ({', '.join(IMAGE_DATASETS)}); "
+                                  f"for point clouds add --modality pointcloud")
+        if modality == "pointcloud":
+            print(inspect_pointcloud(dataset, root, spec, overlap=overlap, options=options, protocol=protocol,
+                                     presence=presence))
+            return 0
         task = load_dataset_task(dataset, spec, root=root, options=options)
         summaries = inspect_dataset(dataset, root, task, overlap=overlap, cache_dir=cache_dir, options=options)
     except CSSError as exc:

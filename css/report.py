@@ -59,7 +59,7 @@ def load_run(arg: str) -> Run:
 
     if file.suffix == ".csv":
         summary = summarize_csv_rows(read_results_csv(file))
-        return Run(name, file, {k: summary[k] for k in METRICS}, None)
+        return Run(name, file, {k: summary[k] for k in METRICS + OPTIONAL_METRICS}, None)
     results = read_results_json(file)
     config = results.get("metadata", {}).get("config")
     return Run(name, file, results["final"], config if isinstance(config, dict) else None)

@@ -58,6 +58,7 @@ METRICS = ("bg", "old", "new", "all", "avg", "hiou")
 _STEP_METRICS = ("bg", "old", "new", "all", "hiou", "oa")
 # Overall accuracy: in results.json (step summaries and final) and in the tables when a run has it.
 OPTIONAL_METRICS = ("oa",)
+OA_CELL = "oa="
 
 
 # --------------------------------------------------------------------------- results CSV
@@ -68,10 +69,13 @@ class CsvRow:
     step: int
     iou: list[float | str]
     mean_iou: float
+    oa: float | None = None
+    """Overall accuracy, written as a last cell ``oa=<value>`` (point-cloud runs only)."""
 
     def to_line(self) -> str:
         cells = [str(self.step)] + [v if isinstance(v, str) else repr(float(v)) for v in self.iou]
-        return ",".join(cells + [repr(float(self.mean_iou))])
+        tail = [] if self.oa is None else [f"{OA_CELL}{float(self.oa)!r}"]
+        return ",".join(cells + [repr(float(self.mean_iou))] + tail)
 
 
 def read_results_csv(path: str | os.PathLike) -> list[CsvRow]:
@@ -89,10 +93,11 @@ def read_results_csv(path: str | os.PathLike) -> list[CsvRow]:
 def _parse_csv_line(line: str, path: Path, number: int) -> CsvRow:
     cells = [c.strip() for c in line.split(",")]
     try:
+        oa = float(cells.pop()[len(OA_CELL):]) if cells and cells[-1].startswith(OA_CELL) else None
         if len(cells) < 3:
             raise ValueError("a row needs a step, at least one IoU and the mean IoU")
         iou = [c if c in (NOT_SEEN, ABSENT) else float(c) for c in cells[1:-1]]
-        return CsvRow(step=int(cells[0]), iou=iou, mean_iou=float(cells[-1]))
+        return CsvRow(step=int(cells[0]), iou=iou, mean_iou=float(cells[-1]), oa=oa)
     except ValueError as exc:
         raise CSSError(
             f"{path}, line {number}: not a results row 'step,IoU_0,...,IoU_C-1,MeanIoU' ({exc}); "
@@ -106,8 +111,11 @@ def append_results_row(
     iou_per_class: Sequence[float | None],
     num_total_classes: int,
     mean_iou: float,
+    oa: float | None = None,
 ) -> None:
     """Store the row of ``step``, replacing an earlier row of the same step (spec 2d §10.21).
+
+    ``oa`` (point clouds): the overall accuracy, appended as a last cell ``oa=<value>``.
 
     ``iou_per_class`` covers the classes seen at this step (``None`` = absent from the ground
     truth, written ``X``); the classes up to ``num_total_classes`` are written ``x``.
@@ -126,7 +134,7 @@ def append_results_row(
                 f"results CSV '{path}' has rows of {len(row.iou)} classes, but this task has "
                 f"{num_total_classes}; it belongs to another task: move it away or use a new run folder"
             )
-    rows = [r for r in rows if r.step != step] + [CsvRow(step, iou, float(mean_iou))]
+    rows = [r for r in rows if r.step != step] + [CsvRow(step, iou, float(mean_iou), oa)]
     rows.sort(key=lambda r: r.step)
     atomic_write_text(path, "".join(r.to_line() + "\n" for r in rows))
 
@@ -150,7 +158,8 @@ def summarize_csv_rows(rows: Sequence[CsvRow]) -> dict[str, Any]:
     num_base = first.index(NOT_SEEN) if NOT_SEEN in first else len(first)
     iou_rows = [[v if isinstance(v, float) else None for v in r.iou] for r in rows]
     result = final_summary(iou_rows, [r.mean_iou for r in rows], num_base)
-    result.update(num_steps=len(rows), num_old=num_base - 1, num_new=len(first) - num_base)
+    result.update(num_steps=len(rows), num_old=num_base - 1, num_new=len(first) - num_base,
+                  oa=rows[-1].oa if rows[-1].oa is not None else math.nan)
     return result
 
 

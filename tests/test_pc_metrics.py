@@ -46,3 +46,17 @@ def test_prediction_ignores_background_once_every_class_is_learnt():
     logits = torch.tensor([[[5.0], [1.0], [2.0]] + [[0.0]] * 11])  # (1, 14, 1): bg largest, then ch 2
     assert class_predictor(task, 0)(logits[:, :13]).item() == 0  # step 0: clutter is still future
     assert class_predictor(task, 1)(logits).item() == 2  # last step: bg is not a prediction
+
+
+def test_results_csv_carries_oa_for_point_clouds(tmp_path):
+    from css.reports import append_results_row, read_results_csv, summarize_csv_rows
+
+    path = tmp_path / "results.csv"
+    append_results_row(path, 0, [None, 0.5, 0.7], 4, 0.6, oa=0.8)
+    append_results_row(path, 1, [None, 0.4, 0.6, 0.3], 4, 0.4333, oa=0.75)
+    assert path.read_text().splitlines()[1] == "1,X,0.4,0.6,0.3,0.4333,oa=0.75"
+    rows = read_results_csv(path)
+    assert [r.oa for r in rows] == [0.8, 0.75] and rows[1].iou == ["X", 0.4, 0.6, 0.3]
+    assert summarize_csv_rows(rows)["oa"] == 0.75
+    append_results_row(tmp_path / "img.csv", 0, [0.9], 1, 0.9)  # images: the reference layout
+    assert (tmp_path / "img.csv").read_text() == "0,0.9,0.9\n"
