@@ -157,3 +157,22 @@ def test_other_errors(files):
     torch.save([1, 2], files["dir"] / "list.tar")
     with pytest.raises(CheckpointError, match="list.tar"):
         load_3dpc_ciss_weights(model, files["dir"] / "list.tar")
+
+
+def test_modality_import_finds_the_released_classifier_file(files):
+    """--init-step0 end_base_model_checkpoint.tar: the classifier file is the released sibling
+    end_base_model_classifer_checkpoint.tar; 'BACKBONE,CLASSIFIER' names it explicitly."""
+    import shutil
+
+    from css.errors import CheckpointError
+    from css.pointcloud.modality import PointCloudModality
+
+    sibling = files["dir"] / "end_base_model_classifer_checkpoint.tar"
+    shutil.copy(files["classifier"], sibling)
+    for path in (str(files["backbone"]), f"{files['backbone']},{files['classifier']}"):
+        model = build_model([13])
+        PointCloudModality().import_weights(model, path)
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(files["x"]).logits, files["logits"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(CheckpointError, match="BACKBONE,CLASSIFIER"):
+        PointCloudModality().import_weights(build_model([13]), str(files["classifier"]))
