@@ -35,7 +35,7 @@ class DataConfig:
     """Folder holding the dataset (for voc: the folder that contains PascalVOC2012/; for point
     clouds: the folder python -m css.pointcloud.prepare wrote)."""
     overlap: bool = True
-    """Setting of spec 2d §6.2: overlap (True) or disjoint (False)."""
+    """Setting (docs/tasks.md#selection): overlap (True) or disjoint (False)."""
     num_workers: int = 4
     cache_dir: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
@@ -47,7 +47,8 @@ class ImageDataConfig(DataConfig):
     crop_size: int = 512
     scale: list[float] = field(default_factory=lambda: [0.5, 2.0])
     eval_mode: str = "crop"
-    """crop: short side resized to crop_size + centre crop (the reference, spec 2d §5.2); whole: full images."""
+    """crop: short side resized to crop_size + centre crop (the reference,
+    docs/protocol-2d.md#transforms); whole: full images."""
 
 
 @dataclass
@@ -79,7 +80,7 @@ class ImageModelConfig:
     """iabn_sync | iabn | bn (pure torch, synchronised across processes; use it on CPU)."""
     output_stride: int = 16
     pooling_size: int | None = 32
-    """Eval-time ASPP pooling window (spec 2d §5.5); null = global mean."""
+    """Eval-time ASPP pooling window (docs/protocol-2d.md#head); null = global mean."""
     base_channels: int = 64
     """Width of the first ResNet stage (64 = standard); smaller values make CPU-sized networks."""
     head_channels: int = 256
@@ -113,7 +114,7 @@ class StepOverride:
 @dataclass
 class TrainConfig:
     batch_size: int = 24
-    """GLOBAL batch size, split evenly over the processes (design.md)."""
+    """GLOBAL batch size, split evenly over the processes (docs/contracts.md#global-batch)."""
     lr: float = 0.001
     epochs: int = 30
     step0: StepOverride = field(default_factory=StepOverride)
@@ -162,7 +163,7 @@ class MethodConfig:
     kd: str | None = None
     """kd | unkd | lgkd | none."""
     kd_resolution: str | None = None
-    """small (stride-16 logits with nearest-sampled labels, spec 2d §2.1) | full."""
+    """small (stride-16 logits with nearest-sampled labels, docs/protocol-2d.md#lgkd) | full."""
     alpha: float | None = None
     prev_kd: float | None = None
     novel_kd: float | None = None
@@ -196,7 +197,8 @@ class Config:
     modality: str = "image"
     """image | pointcloud."""
     protocol: str = "reference"
-    """reference: reproduce the reference code, quirks included; fixed: corrected behaviour (design.md)."""
+    """reference: reproduce the reference code, quirks included; fixed: corrected behaviour
+    (docs/contracts.md#protocol)."""
     seed: int = 42
     output_dir: str = "runs"
     device: str = "auto"
@@ -402,7 +404,8 @@ def _build(cls: type, data: Any, where: str, source: str = "", modality: str | N
         if key not in names:
             other = _other_modality(where, str(key), modality) if modality and where in SECTIONS[modality] else None
             if other:
-                raise ConfigError(f"{source}config key '{prefix}{key}' is a {other}-only key and this config's "
+                article = "an" if other[0] in "aeiou" else "a"
+                raise ConfigError(f"{source}config key '{prefix}{key}' is {article} {other}-only key and this config's "
                                   f"modality is {modality}; remove it (or set modality: {other})")
             close = difflib.get_close_matches(str(key), names, n=1, cutoff=0.5)
             hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; valid keys: {', '.join(names)}"

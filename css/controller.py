@@ -1,10 +1,11 @@
 """The step controller: runs steps 0..T of a task for either modality.
 
-For each step t (spec 2d §5.7, §3.4, §3.5): build model(t) with one classifier head per step, load
-model(t-1) into it (non-strictly: the new head is missing) and into a frozen old model (strictly,
-eval mode, no gradients), initialise the new head from the background row when the method asks,
-train, evaluate on the step's test set and write the reports. Finished steps are skipped and an
-interrupted step resumes from its last epoch, so re-running the same command continues a run.
+For each step t (docs/protocol-2d.md#step-hand-over, docs/controller.md#hand-over): build model(t)
+with one classifier head per step, load model(t-1) into it (non-strictly: the new head is missing)
+and into a frozen old model (strictly, eval mode, no gradients), initialise the new head from the
+background row when the method asks, train, evaluate on the step's test set and write the reports.
+Finished steps are skipped and an interrupted step resumes from its last epoch, so re-running the
+same command continues a run.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class Controller:
             ck.save_step_model(ck.model_path(self.run_dir, step), model, step=step,
                                classes_per_step=task.classes_per_step(step),
                                task={"dataset": task.dataset, "name": task.name, "steps": task.steps}, extra=extra)
-            self.record(step, cm, len(test_set))
+            self.record(step, cm, getattr(cm, "samples", len(test_set)))
             rp = ck.resume_path(self.run_dir, step)
             if rp.exists():
                 rp.unlink()

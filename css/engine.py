@@ -1,10 +1,11 @@
 """One step's training loop and the evaluation loop (modality-agnostic).
 
-Spec 2d §5.1 (SGD Nesterov 0.9, weight decay 1e-4, poly 0.9 stepped every iteration), §5.3 (DDP,
-mixed precision; torch.autocast + GradScaler replace apex O1), §1.2 (the per-iteration order:
-old model under no_grad, objective, backward, regulariser, optimiser and scheduler steps).
+docs/protocol-2d.md: #optimiser-and-schedule (SGD Nesterov 0.9, weight decay 1e-4, poly 0.9 stepped
+every iteration), #processes-and-batch and #mixed-precision (DDP, mixed precision; torch.autocast +
+GradScaler replace apex O1), #loss-composition (the per-iteration order: old model under no_grad,
+objective, backward, regulariser, optimiser and scheduler steps).
 
-The engine knows nothing about steps beyond the objective it is given (design.md).
+The engine knows nothing about steps beyond the objective it is given (docs/contracts.md#data-flow).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class TrainSettings:
 
 
 def local_batch(global_batch: int, env: DistEnv, what: str = "train.batch_size") -> int:
-    """Each process takes global / world size samples (design.md: the config holds the global batch)."""
+    """Each process takes global / world size samples (docs/contracts.md#global-batch: the config
+    holds the global batch)."""
     if global_batch % env.world_size:
         raise ConfigError(f"{what}={global_batch} is the GLOBAL batch and must be divisible by the "
                           f"number of processes ({env.world_size}); choose a multiple of {env.world_size}")
@@ -109,8 +111,8 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Callable | None = None) -> DataLoader:
-    """Shuffled, drop_last loader over this process's shard (spec 2d §5.3: DistributedSampler with
-    seed 0 + set_epoch, drop_last=True)."""
+    """Shuffled, drop_last loader over this process's shard (docs/protocol-2d.md#processes-and-batch:
+    DistributedSampler with seed 0 + set_epoch, drop_last=True)."""
     if len(dataset) == 0:
         raise ConfigError(f"the training set of step {s.step} is empty: no image/block holds a class of this "
                           f"step; check data.root, the task and data.overlap")
@@ -145,8 +147,8 @@ def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: st
     docs/pointcloud.md#protocol)."""
     b = local_batch(batch_size, env, "train.eval_batch_size")
     if protocol == "reference":
-        # spec 2d §10.7: the reference test sampler shuffles and pads to a multiple of W
-        # (up to W-1 images counted twice).
+        # docs/protocol-2d.md#processes-and-batch: the reference test sampler shuffles and pads to a
+        # multiple of W (up to W-1 images counted twice).
         sampler: Sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
                                               shuffle=env.world_size > 1, seed=0)
     else:
@@ -156,7 +158,8 @@ def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: st
 
 
 def poly_lambda(max_iters: int, power: float) -> Callable[[int], float]:
-    """spec 2d §5.1: lr_i = base_lr * (1 - i / max_iters) ** power, i = scheduler steps so far."""
+    """lr_i = base_lr * (1 - i / max_iters) ** power, i = scheduler steps so far
+    (docs/protocol-2d.md#optimiser-and-schedule)."""
     return lambda i: max(0.0, 1.0 - i / max_iters) ** power
 
 
@@ -168,8 +171,8 @@ def step_lambda(iters_per_epoch: int, step_epochs: int, gamma: float) -> Callabl
 
 def build_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     # One optimiser over every trainable parameter, all with weight decay (norms and biases too):
-    # SGD Nesterov for images (spec 2d §5.1), Adam with coupled L2 for point clouds
-    # (docs/config.md#optimisers).
+    # SGD Nesterov for images (docs/protocol-2d.md#optimiser-and-schedule), Adam with coupled L2 for
+    # point clouds (docs/config.md#optimisers).
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     if s.optimizer == "adam":
         return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
@@ -284,7 +287,7 @@ class Trainer:
             return self.old_model(x)
 
     def prepare_thresholds(self) -> None:
-        """One pass over the augmented training data with the old model (spec 2d §3.3)."""
+        """One pass over the augmented training data with the old model (docs/protocol-2d.md#thresholds)."""
         if not self.objective.needs_thresholds:
             return
         env, s = self.env, self.settings
@@ -353,8 +356,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.objective.regularizer is not None:
-                # spec 2d §1.2 step 12: the regulariser reads the gradients of the total, then its
-                # penalty is backpropagated separately.
+                # docs/protocol-2d.md#loss-composition (step 6): the regulariser reads the gradients of
+                # the total, then its penalty is backpropagated separately.
                 self.scaler.unscale_(self.optimizer)
                 # An fp16 overflow leaves inf/NaN gradients and the scaler skips the update; the
                 # regulariser must not read them (an inf Fisher or a NaN path integral would stay).
@@ -383,7 +386,7 @@ class Trainer:
             if log.isEnabledFor(logging.DEBUG) and i % max(1, s.log_interval) == 0:
                 log.debug("step %d epoch %d it %d: %s", s.step, epoch + 1, i + 1,
                           ", ".join(f"{k} {float(v):.4f}" for k, v in terms.items()))
-        # Epoch means over all processes (spec 2d §1.2 "Logging": reduced, then divided by the
+        # Epoch means over all processes (docs/protocol-2d.md#logging: reduced, then divided by the
         # number of iterations summed, W*len in the reference, here without non-finite fp16 losses).
         keys = sorted(sums)
         vec = torch.stack([sums[k] for k in keys]) if keys else torch.zeros(0, dtype=torch.float64)
@@ -408,19 +411,24 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env:
              collate: Callable | None = None, desc: str = "eval", drop_last: bool = False,
              predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ConfusionMatrix:
     """``predict(logits)`` (default: argmax over channels) of the full-resolution logits ->
-    confusion matrix over the dataset, summed over processes (spec 2d §8)."""
+    confusion matrix over the dataset, summed over processes (docs/protocol-2d.md#metrics)."""
     predict = predict or (lambda logits: logits.argmax(1))
     loader = eval_loader(dataset, env, batch_size, protocol=protocol, num_workers=num_workers, collate=collate,
                          drop_last=drop_last)
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, device=env.device)
+    seen = torch.zeros((), dtype=torch.int64, device=env.device)
     for batch in _progress(loader, env, len(loader), desc):
         x, y = _to(batch, env.device)
+        seen += x.shape[0]
         with autocast(env.device, precision):
             logits = model(x).logits
         cm.update(predict(logits), y)
     cm.all_reduce()
+    # The samples evaluated over all processes: with a dropped last batch (docs/pointcloud.md#protocol)
+    # or a padded sampler (docs/protocol-2d.md#processes-and-batch) this differs from len(dataset); the reports record it.
+    cm.samples = int(all_reduce_sum(seen))
     model.train(was_training)
     return cm
 

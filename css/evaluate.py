@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = step_summary(cm, task, task.num_classes(0))
         iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
         rows.append({"run": f"step {step}", **{k: summary[k] for k in keys}})
-        out.append({"step": step, "checkpoint": str(path), "num_test": len(test_set),
+        out.append({"step": step, "checkpoint": str(path), "num_test": getattr(cm, "samples", len(test_set)),
                     "summary": {k: summary[k] for k in keys}, "iou": iou,
                     "class_names": task.channel_names(step)})
     if env.is_main:

@@ -232,3 +232,25 @@ def test_invalid_settings():
     with pytest.raises(ValueError, match=r"\(B, 9, N\)"):
         model(torch.randn(1, 6, 64))
     assert isinstance(model, DGCNNSeg)
+
+
+def test_training_dropout_mask_depends_on_the_sample_alone():
+    """The mask of a sample is the same whatever else is in the batch (1 vs W processes)."""
+    from css.pointcloud.models import MCDropout, sample_seeds
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 9, 32)
+    feats = torch.rand(4, 16, 32) + 1.0
+    drop = MCDropout(0.3).train()
+    seeds = sample_seeds(x)
+    assert seeds.dtype == torch.int64 and len(set(seeds.tolist())) == 4
+    assert torch.equal(sample_seeds(x[2:]), seeds[2:])  # a seed is a function of its sample
+    full = drop(feats, seeds)
+    torch.manual_seed(123)  # the global RNG plays no part
+    assert torch.equal(drop(feats[2:], seeds[2:]), full[2:])
+    dropped = (full == 0).float().mean().item()
+    assert 0.25 < dropped < 0.35
+    torch.testing.assert_close(full[full != 0], (feats / 0.7)[full != 0])
+    assert not torch.equal(full[0] == 0, full[1] == 0)  # samples get different masks
+    # another input (next epoch: other points, augmentation) gives another mask
+    assert not torch.equal(sample_seeds(x + 1e-3), seeds)

@@ -141,8 +141,27 @@ class DGCNNEncoder(nn.Module):
         return torch.cat([local, global_feature.expand(-1, -1, local.shape[2])], dim=1)
 
 
+_HASH_PRIME = 2**31 - 1
+
+
+def sample_seeds(x: Tensor) -> Tensor:
+    """One int64 seed per sample of ``x`` (B, ...), an exact function of that sample's float32 bits.
+
+    Dropout masks drawn from these seeds depend on the sample alone, not on the other samples of
+    the batch or on the process that holds it, so a run on W processes draws the masks of a
+    1-process run with the same global batch (docs/pointcloud-model.md#dropout). The inputs change
+    every epoch (random points, augmentation), and so do the masks."""
+    bits = x.detach().float().reshape(x.shape[0], -1).contiguous().view(torch.int32).to(torch.int64)
+    weights = (torch.arange(1, bits.shape[1] + 1, device=x.device, dtype=torch.int64) * 2654435761) % _HASH_PRIME
+    return torch.remainder((bits * weights).sum(dim=1), _HASH_PRIME)  # int64 wrap-around is deterministic
+
+
 class MCDropout(nn.Dropout):
-    """Dropout that can stay active in eval mode (``always``), for single-pass MC dropout."""
+    """Dropout that can stay active in eval mode (``always``), for single-pass MC dropout.
+
+    In training mode with ``seeds`` (one per sample, see ``sample_seeds``) every sample's mask comes
+    from its own generator; otherwise (MC dropout in eval mode included) from the global RNG, as
+    nn.Dropout does, so repeated MC passes over one input differ."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__(p)
@@ -151,8 +170,16 @@ class MCDropout(nn.Dropout):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, always={self.always}"
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, self.training or self.always, self.inplace)
+    def forward(self, x: Tensor, seeds: Tensor | None = None) -> Tensor:
+        active = self.training or self.always
+        if not self.training or self.p == 0 or seeds is None:
+            return F.dropout(x, self.p, active, self.inplace)
+        keep = torch.empty_like(x, dtype=torch.bool)
+        gen = torch.Generator(device=x.device)
+        for i, seed in enumerate(seeds.tolist()):
+            gen.manual_seed(int(seed))
+            keep[i] = torch.rand(x.shape[1:], generator=gen, device=x.device) >= self.p
+        return x * keep / (1.0 - self.p)
 
 
 class DGCNNSeg(nn.Module):
@@ -228,7 +255,8 @@ class DGCNNSeg(nn.Module):
                 f"DGCNN with k={self.k} neighbours needs at least {self.k} points per cloud, got {x.shape[2]}"
             )
         body = self.encoder(x)
-        pre_logits = self.segmentor(body)
+        drop = self.segmentor[-1]
+        pre_logits = drop(self.segmentor[:-1](body), sample_seeds(x) if drop.training and drop.p > 0 else None)
         logits = self.cls(pre_logits)
         return SegOutput(logits, logits, {"body": body, "pre_logits": pre_logits, "attentions": []})
 
