@@ -41,7 +41,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def write_voc_like(root: Path, count: int) -> None:
-    """``count`` 500x375 JPEG/PNG pairs in the VOC layout (spec 2d §7), train list only."""
+    """``count`` 500x375 JPEG/PNG pairs in the VOC layout, train list only
+    (docs/protocol-2d.md#datasets-on-disk)."""
     voc = root / "PascalVOC2012"
     images = voc / "VOCdevkit" / "VOC2012" / "JPEGImages"
     labels = voc / "SegmentationClassAug"

@@ -2,7 +2,8 @@
 the old model, backward, SGD) on this machine, in fp32 and bf16 autocast.
 
 CPU: batch 2, norm "bn" (pure torch; InPlaceABN's CPU kernels are slower). On CUDA: the reference
-global batch 24 (spec 2d §9.2) in fp32, fp16 (GradScaler) and bf16, for every norm given.
+global batch 24 (docs/protocol-2d.md#hyper-parameters) in fp32, fp16 (GradScaler) and bf16, for
+every norm given.
 
 Usage: python benchmarks/bench_train_step.py [--quick] [--device cpu|cuda] [--batch N] [--norms bn,iabn]
 Writes benchmarks/results/train_step.json and .md (train_step_cuda.* on a GPU).

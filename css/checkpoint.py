@@ -1,6 +1,6 @@
 """Checkpoints: the finished model of a step, and the resumable state written every epoch.
 
-Run folder layout (one folder per run, design.md "run")::
+Run folder layout (one folder per run, docs/contracts.md#vocabulary)::
 
     RUN/config.yaml              resolved config (inheritance, overrides and method preset applied)
     RUN/log.txt, RUN/tb/         log file and TensorBoard scalars

@@ -1,4 +1,5 @@
-"""Shared command-line plumbing: user errors print one line and exit with status 2 (design.md)."""
+"""Shared command-line plumbing: user errors print one line and exit with status 2
+(docs/contracts.md#errors)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 One process per device. ``torchrun --nproc_per_node N -m css.train ...`` sets RANK, WORLD_SIZE and
 LOCAL_RANK; without them the run is a single process. NCCL is used on CUDA, gloo on CPU
-(spec 2d §5.3 used NCCL with 2 GPUs).
+(the reference used NCCL with 2 GPUs, docs/protocol-2d.md#processes-and-batch).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def barrier() -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) RNGs (spec 2d §10.18 seeds all four)."""
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs (the reference seeds all four,
+    docs/protocol-2d.md#seeds)."""
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)

@@ -1,7 +1,7 @@
 """Errors a user can cause. The CLI prints them without a traceback and exits with status 2.
 
-Every message says what is wrong, where (file, key or value) and how to fix it (design.md,
-"Conventions").
+Every message says what is wrong, where (file, key or value) and how to fix it
+(docs/contracts.md#errors).
 """
 
 

@@ -1,11 +1,12 @@
 """Method presets and the per-step objective.
 
 A *method* (FT, LwF, LwF-MC, ILT, EWC, RW, PI, MiB, PLOP, LGKD, lgkd-only, mib+lgkd) is a recipe of
-losses and options, spec 2d §1. ``resolve_method`` fills the fields of a ``MethodConfig`` that the
-user left null from the preset; unlike the reference (spec 2d §10.16) a value the user gave is
-never overwritten. An ``Objective`` is the method instantiated for one step: it knows the old and
-new class counts and computes the loss of one batch from the new and old model outputs (spec 2d
-§1.2), modality-agnostic (logits (B, C, *S)).
+losses and options, docs/methods.md#presets. ``resolve_method`` fills the fields of a
+``MethodConfig`` that the user left null from the preset; unlike the reference
+(docs/protocol-2d.md#methods) a value the user gave is never overwritten. An ``Objective`` is the
+method instantiated for one step: it knows the old and new class counts and computes the loss of one
+batch from the new and old model outputs (docs/protocol-2d.md#loss-composition), modality-agnostic
+(logits (B, C, *S)).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from css import losses as L
 from css.config import MethodConfig
 from css.errors import ConfigError
 
-# Values every method starts from (the reference argparser defaults, spec 2d §1, §2.1).
+# Values every method starts from (the reference argparser defaults, docs/methods.md#presets).
 _COMMON: dict[str, Any] = dict(
     classification="ce", loss_kd=0.0, kd="none", kd_resolution="full", alpha=1.0, prev_kd=10.0,
     novel_kd=2.0, loss_de=0.0, icarl_importance=0.0, regularizer="none", reg_importance=0.0,
@@ -34,7 +35,7 @@ _COMMON: dict[str, Any] = dict(
 _PLOP = dict(pod="local", pod_factor=0.01, pod_logits=True, pod_logits_factor=0.0005, pseudo="entropy",
              pseudo_threshold=0.001, adaptive_factor=True, init_balanced=True)
 
-# spec 2d §1 table ("options the preset sets").
+# docs/methods.md#presets (the values each preset sets).
 PRESETS: dict[str, dict[str, Any]] = {
     "ft": {},
     "lwf": dict(loss_kd=100.0, kd="kd"),
@@ -45,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "pi": dict(regularizer="pi", reg_importance=100.0),
     "mib": dict(loss_kd=10.0, kd="unkd", classification="unce", init_balanced=True),
     "plop": dict(_PLOP),
-    # spec 2d §2.3: LGKD = PLOP + 1 x LGKD on the stride-16 logits.
+    # docs/protocol-2d.md#lgkd-runs: LGKD = PLOP + 1 x LGKD on the stride-16 logits.
     "lgkd": dict(_PLOP, loss_kd=1.0, kd="lgkd", kd_resolution="small"),
     "lgkd-only": dict(loss_kd=1.0, kd="lgkd", kd_resolution="small"),
     "mib+lgkd": dict(classification="unce", loss_kd=1.0, kd="lgkd", kd_resolution="small", init_balanced=True),
@@ -60,7 +61,7 @@ def method_names() -> list[str]:
 
 def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "reference",
                    modality: str = "image") -> MethodConfig:
-    """Return a copy of ``method`` with every null field filled from its preset (spec 2d §1).
+    """Return a copy of ``method`` with every null field filled from its preset (docs/methods.md#presets).
 
     Point clouds: Local POD distils 2-D feature maps, so the presets that use it (PLOP, LGKD) run
     without it on points (docs/methods.md#point-clouds); asking for it there is an error.
@@ -75,11 +76,12 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
     values = dict(_COMMON)
     values.update(PRESETS[key])
     if dataset == "ade" and key == "lgkd":
-        # spec 2d §1: the LGKD preset switches to the PLOP ADE POD factors.
+        # docs/protocol-2d.md#methods: the LGKD preset switches to the PLOP ADE POD factors.
         values.update(pod_factor=0.001, pod_logits_factor=0.00001)
     if dataset == "ade" and key == "plop" and protocol == "fixed":
-        # spec 2d §10.16: the reference PLOP preset ignores the dataset and runs ADE with VOC factors;
-        # the fixed protocol uses the factors of the original PLOP ADE scripts (spec 2d §9.2).
+        # docs/protocol-2d.md#corrected-by-fixed: the reference PLOP preset ignores the dataset and
+        # runs ADE with VOC factors; the fixed protocol uses the factors of the original PLOP ADE
+        # scripts (docs/protocol-2d.md#methods).
         values.update(pod_factor=0.001, pod_logits_factor=0.00001)
     given = {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "name"}
     if modality == "pointcloud":
@@ -98,7 +100,7 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, ...]) -> torch.Tens
     """Nearest sampling of a label map to ``size``: output element i takes input floor(i * in / out).
 
     For 512 crops at output stride 16 this picks label pixel (16i, 16j), exactly as the reference's
-    ``F.interpolate(scale_factor=1/16)`` under PyTorch 1.10 (spec 2d §2.1).
+    ``F.interpolate(scale_factor=1/16)`` under PyTorch 1.10 (docs/protocol-2d.md#lgkd).
     """
     if tuple(labels.shape[1:]) == tuple(size):
         return labels
@@ -118,13 +120,13 @@ def upsample_logits(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor
 
 
 class Objective:
-    """The loss of one step (spec 2d §1.2 steps 3-11).
+    """The loss of one step (docs/protocol-2d.md#loss-composition).
 
     ``__call__(new, old, labels)`` takes the new model's ``SegOutput``, the old model's (None at
     step 0) and the labels of the step, and returns ``(total, terms)``; ``terms`` holds each
     detached component for logging. Regularisers (EWC/RW/PI) need the gradients of that total, so
     the engine calls ``after_backward(model)`` and then backpropagates ``regularizer_loss(model)``
-    (spec 2d §1.2 step 12).
+    (docs/protocol-2d.md#loss-composition, step 6).
     """
 
     def __init__(self, method: MethodConfig, *, step: int, num_old: int, num_current: int,
@@ -157,7 +159,8 @@ class Objective:
 
     def compute_thresholds(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Entropy thresholds from one pass over (old full-resolution logits, labels) batches
-        (spec 2d §3.3). Under ``protocol: fixed`` the histograms are summed over processes first."""
+        (docs/protocol-2d.md#thresholds). Under ``protocol: fixed`` the histograms are summed over
+        processes first."""
         # Fixed protocol: bins over the range v can take, so the median is resolved to 1/bins of
         # that range; the reference bins [0, 1], which puts every count in its first few bins.
         upper = 1.0
@@ -204,7 +207,7 @@ class Objective:
         so the reference's LGKD (per-GPU mean) weighs elements differently depending on how the
         batch is split. Under ``protocol: fixed`` the local mean is rescaled by
         n_local * W / n_global, which makes the averaged gradient that of the global mean
-        (design.md: results must not depend on the number of processes).
+        (docs/contracts.md#global-batch: results must not depend on the number of processes).
         """
         if self.protocol != "fixed" or not (dist.is_available() and dist.is_initialized()):
             return 1.0
@@ -227,7 +230,8 @@ class Objective:
         if self.incremental and self.needs_old_model and old is None:
             raise RuntimeError("the objective of an incremental step needs the old model's outputs")
 
-        # spec 2d §3.3: pseudo-label the background from the old model, per-image adaptive factor.
+        # Pseudo-label the background from the old model, per-image adaptive factor
+        # (docs/protocol-2d.md#relabelling).
         factor = None
         if self.use_pseudo:
             if self.thresholds is None:
@@ -240,7 +244,8 @@ class Objective:
             if m.adaptive_factor:
                 factor = f
 
-        # spec 2d §1.1 / §1.3: main criterion, mean over all elements (ignored ones included).
+        # Main criterion, mean over all elements, ignored ones included
+        # (docs/protocol-2d.md#loss-composition, #reductions).
         if m.classification == "bce":
             cls_loss = L.bce_with_ignore(logits, labels, ignore_index=self.ignore_index)
         elif m.classification == "unce" and self.incremental:
@@ -250,18 +255,19 @@ class Objective:
         terms["ce"] = cls_loss
         total = cls_loss
 
-        if self.use_icarl:  # spec 2d §1.2 step 6
+        if self.use_icarl:  # docs/protocol-2d.md#icarl
             t = m.icarl_importance * self.num_old * L.icarl_distillation(logits, old.logits)
             terms["icarl"] = t
             total = total + t
-        if self.use_de:  # spec 2d §1.2 step 7 (ILT)
+        if self.use_de:  # docs/protocol-2d.md#ilt
             t = m.loss_de * L.feature_mse(new.features["body"], old.features["body"])
             terms["de"] = t
             total = total + t
-        if self.use_kd:  # spec 2d §1.2 step 8
+        if self.use_kd:  # docs/protocol-2d.md#loss-composition, step 5
             if m.kd == "lgkd":
                 if m.kd_resolution == "small":
-                    # spec 2d §2.1: stride-16 logits, ORIGINAL labels sampled by nearest neighbour.
+                    # Stride-16 logits, ORIGINAL labels sampled by nearest neighbour
+                    # (docs/protocol-2d.md#lgkd).
                     kd_labels = downsample_labels(original, tuple(new.logits_small.shape[2:]))
                     kd_new, kd_old = new.logits_small, old.logits_small
                 else:
@@ -276,7 +282,7 @@ class Objective:
             t = m.loss_kd * t
             terms["kd"] = t
             total = total + t
-        if self.use_pod:  # spec 2d §3.1
+        if self.use_pod:  # docs/protocol-2d.md#local-pod
             old_maps = list(old.features["attentions"])
             new_maps = list(new.features["attentions"])
             factors = [m.pod_factor] * len(old_maps)
@@ -311,5 +317,5 @@ class Objective:
 
 
 def pod_schedule_factor(num_current: int, num_new: int) -> float:
-    """sqrt(C_cur / n_t), the POD schedule of spec 2d §3.1 step 7."""
+    """sqrt(C_cur / n_t), the POD schedule of docs/protocol-2d.md#local-pod (step 4)."""
     return math.sqrt(num_current / num_new)

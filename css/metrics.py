@@ -1,26 +1,28 @@
-"""Confusion matrix and the segmentation metrics derived from it (spec 2d §8, spec 3d §2.4).
+"""Confusion matrix and the segmentation metrics derived from it (docs/protocol-2d.md#metrics,
+docs/pointcloud.md#evaluation).
 
 One ``ConfusionMatrix`` is accumulated over every element (pixel or point) of a test set and
 summed across processes; all metrics are computed from it at the end, never averaged per batch.
 
-Conventions (spec 2d §8, reproduced on purpose):
+Conventions (docs/protocol-2d.md#metrics, reproduced on purpose):
 
 - rows are ground truth, columns are predictions; only elements with ``0 <= target < C`` (and
   ``target != ignore_index``) are counted, so 255 never enters the matrix;
 - ``IoU_c = TP / (GT_c + Pred_c - TP + 1e-6)``;
 - the mean IoU averages the classes that have ground truth (``GT_c > 0``), background included;
-  a class that is only predicted, never present, is left out (spec 2d §10.7).
+  a class that is only predicted, never present, is left out (docs/protocol-2d.md#metrics).
 
 Incremental summaries (``summary``): ``bg`` is the IoU of class 0, ``old`` the mean over the
 present classes ``1..num_old-1``, ``new`` over the present classes ``num_old..C-1``, ``all`` the
 mean IoU, and ``hiou`` the harmonic mean of old and new. A group without any present class is
 ``nan`` (never silently 0), and so is everything derived from it.
 
-Point clouds (spec 3d §2.4, §8): the same matrix is used with one row per class position. With a
-synthetic background channel that has no ground truth at the last step (S3DIS), ``bg`` is ``nan``
-and background drops out of ``all`` by the present-class rule. ScanNet's unannotated points are
-expected to be labelled 255 (ignored), the convention spec 3d §8 recommends; the 3DPC-CISS paper
-instead counted them as false positives, which this matrix does not reproduce.
+Point clouds (docs/pointcloud.md#evaluation): the same matrix is used with one row per class
+position. With a synthetic background channel that has no ground truth at the last step (S3DIS),
+``bg`` is ``nan`` and background drops out of ``all`` by the present-class rule. ScanNet's
+unannotated points are labelled 255 (ignored) under ``protocol: fixed``; the 3DPC-CISS paper counted
+them as false positives, which ``protocol: reference`` reproduces through the label map (they are
+background in the test sets), not in this matrix (docs/pointcloud-datasets.md#unannotated).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 import torch
 
-EPS = 1e-6  # spec 2d §8
+EPS = 1e-6  # docs/protocol-2d.md#metrics
 
 
 class ConfusionMatrix:
@@ -58,7 +60,7 @@ class ConfusionMatrix:
         c = self.num_classes
         pred = pred.reshape(-1).to(self.matrix.device, torch.int64)
         target = target.reshape(-1).to(self.matrix.device, torch.int64)
-        # spec 2d §8: bincount(n*gt + pred) over elements with 0 <= gt < n (excludes 255).
+        # docs/protocol-2d.md#metrics: bincount(n*gt + pred) over elements with 0 <= gt < n (excludes 255).
         valid = (target >= 0) & (target < c) & (target != self.ignore_index)
         pred, target = pred[valid], target[valid]
         if pred.numel() == 0:
@@ -87,9 +89,9 @@ class ConfusionMatrix:
     def all_reduce(self) -> None:
         """Sum the matrix over all processes of the default group; no-op without torch.distributed.
 
-        Every rank ends with the same summed matrix (spec 2d §8 reduced to rank 0 only; an
-        all-reduce lets any rank report). The tensor stays on the matrix's device, so NCCL needs
-        a CUDA matrix and gloo a CPU one.
+        Every rank ends with the same summed matrix (the reference reduces to rank 0 only,
+        docs/protocol-2d.md#metrics; an all-reduce lets any rank report). The tensor stays on the
+        matrix's device, so NCCL needs a CUDA matrix and gloo a CPU one.
         """
         import torch.distributed as dist
 
@@ -114,7 +116,8 @@ class ConfusionMatrix:
         return torch.diagonal(m), m.sum(dim=1), m.sum(dim=0)
 
     def iou(self) -> torch.Tensor:
-        """Per-class IoU, ``TP / (GT + Pred - TP + EPS)`` (spec 2d §8); absent classes give 0."""
+        """Per-class IoU, ``TP / (GT + Pred - TP + EPS)``; absent classes give 0
+        (docs/protocol-2d.md#metrics)."""
         tp, gt, pr = self._parts()
         return tp / (gt + pr - tp + EPS)
 
@@ -123,7 +126,8 @@ class ConfusionMatrix:
         return self.matrix.sum(dim=1) > 0
 
     def mean_iou(self) -> float:
-        """Mean IoU over the classes present in the ground truth, background included (spec 2d §8)."""
+        """Mean IoU over the classes present in the ground truth, background included
+        (docs/protocol-2d.md#metrics)."""
         return _masked_mean(self.iou(), self.present())
 
     def pixel_accuracy(self) -> float:
@@ -133,7 +137,7 @@ class ConfusionMatrix:
         return tp.sum().item() / total if total > 0 else math.nan
 
     def mean_accuracy(self) -> float:
-        """Mean over GT-present classes of TP / (GT + EPS) (spec 2d §8)."""
+        """Mean over GT-present classes of TP / (GT + EPS) (docs/protocol-2d.md#metrics)."""
         tp, gt, _ = self._parts()
         return _masked_mean(tp / (gt + EPS), self.present())
 

@@ -1,10 +1,11 @@
 """Modality-agnostic building blocks shared by the image and point-cloud models.
 
-- :class:`SegOutput`, the output contract of every segmentation model (design.md, "Contracts").
+- :class:`SegOutput`, the output contract of every segmentation model
+  (docs/contracts.md#models-both-modalities).
 - :class:`BatchNormAct`, batch normalisation followed by an activation, for inputs of any
   dimensionality, optionally synchronised across processes. It is our pure-torch stand-in for
-  InPlaceABNSync (spec 2d §5.3) where that library cannot run: ``torch.nn.SyncBatchNorm`` refuses
-  CPU tensors, so it cannot be used in gloo (CPU) data-parallel runs.
+  InPlaceABNSync (docs/protocol-2d.md#normalisation) where that library cannot run:
+  ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so it cannot be used in gloo (CPU) data-parallel runs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ ACTIVATIONS = ("leaky_relu", "identity")
 
 
 class SegOutput(NamedTuple):
-    """What a segmentation model returns (design.md, "Contracts that keep the modalities interchangeable").
+    """What a segmentation model returns (docs/contracts.md#models-both-modalities).
 
     logits: (B, C, *S) at input resolution (per point for clouds).
     logits_small: the stride-16 (or 8) logits for images; the same tensor as ``logits`` for points.
@@ -39,7 +40,8 @@ class BatchNormAct(_BatchNorm):
 
     y = act(weight * (x - mean) / sqrt(var + eps) + bias), with act = leaky_relu(slope
     ``activation_param``) or identity. Unlike InPlaceABN the scale is ``weight`` itself, not
-    |weight| + eps (spec 2d §5.3); css.image.weights converts imported InPlaceABN weights.
+    |weight| + eps (docs/protocol-2d.md#normalisation); css.image.weights converts imported
+    InPlaceABN weights.
 
     With ``sync=True``, in training mode, when torch.distributed is initialised and the process
     group (``process_group`` or the default group) has more than one process, the batch moments are

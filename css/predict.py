@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     step = int(saved["step"])
     model, _ = load_step(modality, cfg, task, step, args.checkpoint, env, saved=saved)
     model.to(env.device).eval()
-    # channel -> dataset label id, so the PNGs use the dataset's own ids (spec 2d §6.4)
+    # channel -> dataset label id, so the PNGs use the dataset's own ids (docs/tasks.md#channels)
     to_label = np.array(task.order(step), dtype=np.int64)
     colours = palette()
     tf = eval_transform(mode="whole")

@@ -1,12 +1,12 @@
 """Result files of a run: the reference-compatible CSV, ``results.json``, a plot and text tables.
 
-Results CSV (spec 2d §8), no header, one row per step::
+Results CSV (docs/protocol-2d.md#results-csv), no header, one row per step::
 
     step,IoU_0,...,IoU_{C-1},MeanIoU
 
 ``C`` is the class count of the task's last step; values are raw fractions; a class not yet seen
 at that step is written ``x``, a seen class without ground truth ``X``. The reference opened the
-file in append mode, so re-running a step appended a duplicate row (spec 2d §10.21);
+file in append mode, so re-running a step appended a duplicate row (docs/protocol-2d.md#results-csv);
 ``append_results_row`` instead rewrites the file atomically with one row per step, sorted by step,
 which keeps it readable by the reference ``average_csv.py``.
 
@@ -26,11 +26,11 @@ which keeps it readable by the reference ``average_csv.py``.
                    "config": {resolved configuration}}
     }
 
-``final`` follows ``average_csv.py`` (spec 2d §8): from the last step's IoUs, ``old`` is the mean
-over the base foreground classes (1..C_cur(step 0)-1), ``new`` over every later class, ``bg`` is
-IoU_0, ``all`` the last step's mean IoU, ``avg`` the mean of the per-step mean IoUs (step 0
-included) and ``hiou`` the harmonic mean of old and new. Absent classes are skipped in these
-means (the reference crashed on them, spec 2d §10.21).
+``final`` follows ``average_csv.py`` (docs/protocol-2d.md#final-summary): from the last step's IoUs,
+``old`` is the mean over the base foreground classes (1..C_cur(step 0)-1), ``new`` over every later
+class, ``bg`` is IoU_0, ``all`` the last step's mean IoU, ``avg`` the mean of the per-step mean IoUs
+(step 0 included) and ``hiou`` the harmonic mean of old and new. Absent classes are skipped in these
+means (the reference crashed on them, docs/protocol-2d.md#final-summary).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from css.errors import CSSError
 from css.metrics import harmonic_mean
 from css.utils import atomic_write_bytes, atomic_write_text
 
-NOT_SEEN = "x"  # class not yet learnt at that step (spec 2d §8)
-ABSENT = "X"  # class learnt but without ground truth in the test set (spec 2d §8)
+NOT_SEEN = "x"  # class not yet learnt at that step (docs/protocol-2d.md#results-csv)
+ABSENT = "X"  # class learnt but without ground truth in the test set (docs/protocol-2d.md#results-csv)
 METRICS = ("bg", "old", "new", "all", "avg", "hiou")
 _STEP_METRICS = ("bg", "old", "new", "all", "hiou", "oa")
 # Overall accuracy: in results.json (step summaries and final) and in the tables when a run has it.
@@ -113,7 +113,7 @@ def append_results_row(
     mean_iou: float,
     oa: float | None = None,
 ) -> None:
-    """Store the row of ``step``, replacing an earlier row of the same step (spec 2d §10.21).
+    """Store the row of ``step``, replacing an earlier row of the same step (docs/protocol-2d.md#results-csv).
 
     ``oa`` (point clouds): the overall accuracy, appended as a last cell ``oa=<value>``.
 
@@ -143,16 +143,16 @@ def summarize_csv_rows(rows: Sequence[CsvRow]) -> dict[str, Any]:
     """bg / old / new / all / avg / hIoU of a results CSV, as ``average_csv.py`` computes them.
 
     The base classes are those seen at step 0, i.e. the columns before the step-0 row's first
-    ``x`` (spec 2d §8: num_old = col - 2 foreground classes). Deviation: the reference also
+    ``x`` (docs/protocol-2d.md#final-summary). Deviation: the reference also
     stopped at the first ``X``, which miscounts the base classes when one is absent from the
     step-0 ground truth; here only ``x`` marks the boundary. ``x``/``X`` in the last row are
-    skipped from the means instead of crashing (spec 2d §10.21).
+    skipped from the means instead of crashing (docs/protocol-2d.md#final-summary).
     """
     if not rows:
         raise CSSError("the results CSV has no rows; the run has not finished its first step")
     steps = [r.step for r in rows]
     if steps != list(range(len(rows))):
-        # average_csv.py asserts row index == step (spec 2d §8).
+        # average_csv.py asserts row index == step (docs/protocol-2d.md#final-summary).
         raise CSSError(f"results rows must be the steps 0..{len(rows) - 1} in order, got steps {steps}")
     first = rows[0].iou
     num_base = first.index(NOT_SEEN) if NOT_SEEN in first else len(first)
@@ -352,8 +352,8 @@ def build_metadata(
     global_batch: int,
     precision: str,
 ) -> dict[str, Any]:
-    """What every result file records (design.md): protocol, seed, processes, batch, precision,
-    versions, git commit of the css checkout, creation time and the resolved config."""
+    """What every result file records (docs/contracts.md#protocol): protocol, seed, processes, batch,
+    precision, versions, git commit of the css checkout, creation time and the resolved config."""
     return {
         "protocol": protocol,
         "seed": seed,

@@ -2,15 +2,17 @@
 
 A *task* is an ordered list of class groups ("steps"); step 0 learns the base classes and step t
 adds group t. Model channel c at step t is the c-th entry of ``Task.order(t)``; channel 0 is
-background in every step and both modalities (design.md, "Contracts").
+background in every step and both modalities (docs/tasks.md#channels).
 
-- VOC and ADE20k (spec 2d §6): the dataset label 0 is background and is the first entry of step 0.
-- S3DIS and ScanNet (spec 3d §1.7, §2): every dataset label is a semantic class, so the model
-  gets a *synthetic* background channel 0 that no dataset label maps to in ``order`` (spec 3d §8:
+- VOC and ADE20k (docs/protocol-2d.md#tasks-and-datasets): the dataset label 0 is background and is
+  the first entry of step 0.
+- S3DIS and ScanNet (docs/tasks.md#tasks, docs/pointcloud-datasets.md#tasks): every dataset label is
+  a semantic class, so the model gets a *synthetic* background channel 0 that no dataset label maps
+  to in ``order`` (docs/tasks.md#channels:
   LGKD needs a background channel in every step). ScanNet's "unannotated" label 0 is always
   ignored.
 
-Label maps (spec 2d §6.2-6.4, §10.9): at train time only the current step's classes keep their
+Label maps (docs/tasks.md#label-maps): at train time only the current step's classes keep their
 channel and everything else is background; at test time every seen class keeps its channel and
 future classes are background. The channel of a label is its position in the task order, so
 permuted orders (VOC 15-5s_b ... 15-5s_w) remap the original ids.
@@ -39,7 +41,7 @@ VOC_CLASSES = (
 )
 
 # ADE20k SceneParsing-150 names in label order 1..150; label 0 ("void/other") is trained and
-# evaluated as background (spec 2d §7).
+# evaluated as background (docs/protocol-2d.md#label-maps-and-filters).
 ADE_CLASSES = ("background",) + (
     "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
     "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
@@ -61,7 +63,8 @@ ADE_CLASSES = ("background",) + (
     "clock", "flag",
 )
 
-# spec 3d §1.7 (id = line index of s3dis_classnames.txt / scannet_classnames.txt)
+# 3DPC-CISS class ids (id = line index of s3dis_classnames.txt / scannet_classnames.txt),
+# docs/pointcloud-data.md#s3dis and #scannet
 S3DIS_CLASSES = (
     "ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
     "bookcase", "board", "clutter",
@@ -81,14 +84,16 @@ class _Dataset:
     labels: range  # dataset labels a task may list
     background: int | None  # dataset label that is channel 0; None: synthetic background channel
     void_labels: tuple[int, ...] = ()  # always mapped to ignore_index (ScanNet unannotated)
-    train_ignore_as_background: bool = False  # ADE: no ignore label in training (spec 2d §6.2)
+    # ADE: no ignore label in training (docs/protocol-2d.md#label-maps-and-filters)
+    train_ignore_as_background: bool = False
 
 
 _DATASETS: dict[str, _Dataset] = {
     "voc": _Dataset(VOC_CLASSES, range(0, 21), background=0),
     "ade": _Dataset(ADE_CLASSES, range(0, 151), background=0, train_ignore_as_background=True),
     "s3dis": _Dataset(S3DIS_CLASSES, range(0, 13), background=None),
-    # spec 3d §8: unannotated points are ignored rather than treated as background
+    # unannotated points are a void label, ignored rather than background (docs/tasks.md#label-maps;
+    # the reference's handling: docs/pointcloud-datasets.md#unannotated)
     "scannet": _Dataset(SCANNET_CLASSES, range(1, 21), background=None, void_labels=(0,)),
 }
 
@@ -100,7 +105,8 @@ def _one_per_step(base: Sequence[int], novel: Sequence[int]) -> list[list[int]]:
     return [list(base)] + [[label] for label in novel]
 
 
-# spec 2d §6.1: random-order "15-1" variants: (step 0, the classes of steps 1..5, one per step)
+# Random-order "15-1" variants: (step 0, the classes of steps 1..5, one per step)
+# (docs/protocol-2d.md#task-tables)
 _VOC_RANDOM_ORDERS: dict[str, tuple[list[int], list[int]]] = {
     "15-5s_b": ([0, 12, 9, 20, 7, 15, 8, 14, 16, 5, 19, 4, 1, 13, 2, 11], [17, 3, 6, 18, 10]),
     "15-5s_c": ([0, 13, 19, 15, 17, 9, 8, 5, 20, 4, 3, 10, 11, 18, 16, 7], [12, 14, 6, 1, 2]),
@@ -128,7 +134,7 @@ _VOC_RANDOM_ORDERS: dict[str, tuple[list[int], list[int]]] = {
 
 
 def _voc_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
-    """VOC reference tasks and aliases (spec 2d §6.1)."""
+    """VOC reference tasks and aliases (docs/protocol-2d.md#task-tables)."""
     tables = {
         "offline": [list(range(21))],
         "19-1": [list(range(20)), [20]],
@@ -144,7 +150,7 @@ def _voc_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
 
 
 def _ade_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
-    """ADE20k reference tasks and aliases (spec 2d §6.1)."""
+    """ADE20k reference tasks and aliases (docs/protocol-2d.md#task-tables)."""
 
     def chunks(start: int, stop: int, size: int) -> list[list[int]]:
         return [list(range(i, min(i + size, stop))) for i in range(start, stop, size)]
@@ -159,7 +165,7 @@ def _ade_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
     return tables, {"50-50": "50"}
 
 
-# spec 3d §2.2: "m-n" = first m classes of the order are base, then steps of n novel classes
+# docs/tasks.md#tasks: "m-n" = first m classes of the order are base, then steps of n novel classes
 # (12-1, 10-3, 8-5 and 19-1, 17-3, 15-5 have one incremental step; 8-1 and 15-1 learn the same
 # novel classes as 8-5 and 15-5, one class per step).
 _SPLITS_3D = {
@@ -169,7 +175,7 @@ _SPLITS_3D = {
 
 
 def _class_orders_3d(dataset: str) -> dict[str, list[int]]:
-    """S0 = dataset id order, S1 = alphabetical order of class names (spec 3d §2.1)."""
+    """S0 = dataset id order, S1 = alphabetical order of class names (docs/tasks.md#tasks)."""
     info = _DATASETS[dataset]
     ids = list(info.labels)
     return {"s0": ids, "s1": sorted(ids, key=lambda label: info.class_names[label])}
@@ -264,8 +270,8 @@ class Task:
     model channel 0 (voc/ade: 0, first entry of step 0) or None when channel 0 is a synthetic
     background channel (s3dis/scannet). ``void_labels`` are dataset labels that are always ignored
     (ScanNet unannotated); ``train_ignore_as_background`` makes ignore_index pixels background at
-    train time (ADE, spec 2d §6.2). ``name`` is the name the user asked for, ``reference_name`` the
-    spec's name (for an alias such as VOC '15-1' that is '15-5s').
+    train time (ADE, docs/protocol-2d.md#label-maps-and-filters). ``name`` is the name the user asked for,
+    ``reference_name`` the reference's name (for an alias such as VOC '15-1' that is '15-5s').
     """
 
     dataset: str
@@ -335,7 +341,7 @@ class Task:
             )
 
     def classes_per_step(self, step: int) -> list[int]:
-        """Channel count of each classifier head of model(step); spec 2d §6.1 get_per_task_classes.
+        """Channel count of each classifier head of model(step); docs/protocol-2d.md#task-tables.
 
         A synthetic background channel is counted in head 0.
         """
@@ -393,12 +399,13 @@ class Task:
         """Lookup table (int64, index = dataset label) from dataset labels to model labels.
 
         train: current labels -> their channel; every other label -> 0 (background); ignore_index
-        stays ignored, except for datasets whose training has no ignore label (ADE, spec 2d §6.2).
-        test: seen labels -> their channel; future labels -> 0 (spec 2d §6.3, §10.9).
-        Void labels (ScanNet unannotated) -> ignore_index in both splits (spec 3d §8).
-        The channel of a label is its position in ``order(step)`` (spec 2d §6.4).
+        stays ignored, except for datasets whose training has no ignore label (ADE,
+        docs/protocol-2d.md#label-maps-and-filters).
+        test: seen labels -> their channel; future labels -> 0 (docs/tasks.md#label-maps).
+        Void labels (ScanNet unannotated) -> ignore_index in both splits (docs/tasks.md#label-maps).
+        The channel of a label is its position in ``order(step)`` (docs/tasks.md#channels).
         ``overlap`` is accepted for symmetry with ``keep``: the masking is the same in the overlap
-        and disjoint settings, which differ only in the images they keep (spec 2d §6.2).
+        and disjoint settings, which differ only in the images they keep (docs/tasks.md#steps).
         """
         _check_split(split)
         channel = {label: index for index, label in enumerate(self.order(step)) if label >= 0}
@@ -453,10 +460,10 @@ class Task:
         last column are absent). What counts as "shows" is the modality's business: any pixel for
         images, a share of the block for point clouds (css.index.presence_any and presence_share).
 
-        train, overlap: it shows at least one current class (spec 2d §6.2).
+        train, overlap: it shows at least one current class (docs/tasks.md#selection).
         train, disjoint: additionally every label it shows is old, current, background, ignored
         or void, so no future class appears.
-        test: it shows at least one seen foreground class (spec 2d §6.3, §10.10).
+        test: it shows at least one seen foreground class (docs/tasks.md#selection).
         """
         _check_split(split)
         presence = np.asarray(presence, dtype=bool)

@@ -1,7 +1,7 @@
 """Atomic file writes: write a temporary file in the target's folder, then ``os.replace`` it.
 
 A reader (or a resumed run after a crash) therefore sees either the old file or the complete new
-one, never a half-written file (design.md, "Conventions").
+one, never a half-written file (docs/contracts.md#atomic-writes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Tiny image datasets written in the real on-disk layouts (spec 2d §7), for the data tests.
+"""Tiny image datasets written in the real on-disk layouts (docs/protocol-2d.md#datasets-on-disk), for
+the data tests.
 
 Label maps are random class rectangles on background, each outlined by a 1-pixel 255 border as in
 VOC's SegmentationClassAug. Every generator returns the label maps it wrote, keyed by image id.

@@ -7,8 +7,8 @@ import numpy as np
 
 
 def reference_keep(present: set[int], labels: list[int], labels_old: list[int], split: str, overlap: bool) -> bool:
-    """spec 2d §6.2 (train) and §6.3 (test): ``labels`` = the step's classes (train) or all seen
-    classes (test), background 0 removed."""
+    """docs/protocol-2d.md#label-maps-and-filters (train and test): ``labels`` = the step's classes
+    (train) or all seen classes (test), background 0 removed."""
     fg = [c for c in labels if c != 0]
     if not any(c in present for c in fg):
         return False
@@ -19,8 +19,9 @@ def reference_keep(present: set[int], labels: list[int], labels_old: list[int], 
 
 
 def reference_target(mask: np.ndarray, order: list[int], mapped: list[int], dataset: str, split: str) -> np.ndarray:
-    """spec 2d §6.2-6.4: mapped labels -> their position in ``order``; everything else (background
-    0, old classes at train, future classes) -> 0; 255 stays 255 except in ADE training (-> 0)."""
+    """docs/protocol-2d.md#label-maps-and-filters: mapped labels -> their position in ``order``;
+    everything else (background 0, old classes at train, future classes) -> 0; 255 stays 255 except
+    in ADE training (-> 0)."""
     out = np.zeros(mask.shape, dtype=np.int64)
     for y in range(mask.shape[0]):
         for x in range(mask.shape[1]):

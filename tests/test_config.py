@@ -87,7 +87,7 @@ def test_shipped_configs_load(path):
 def test_user_example_config_is_lgkd_voc_15_1():
     cfg = load_config(ROOT / "configs" / "voc_15-1.yaml")
     assert (cfg.data.dataset, cfg.task.name, cfg.method.name) == ("voc", "15-1", "lgkd")
-    assert (cfg.method.prev_kd, cfg.method.novel_kd) == (1.0, 0.0)  # spec 2d §2.4
+    assert (cfg.method.prev_kd, cfg.method.novel_kd) == (1.0, 0.0)  # docs/protocol-2d.md#hyper-parameters
     assert (cfg.train.step0.batch_size, cfg.train.batch_size) == (16, 24)  # 2 GPUs x (8, 12)
     assert (cfg.train.step0.lr, cfg.train.lr, cfg.train.epochs) == (0.01, 0.001, 30)
 

@@ -1,5 +1,5 @@
-"""A 2-process gloo DDP run matches a 1-process run with the same global batch (design.md:
-results must not depend on how many processes share the batch)."""
+"""A 2-process gloo DDP run matches a 1-process run with the same global batch
+(docs/contracts.md#global-batch: results must not depend on how many processes share the batch)."""
 
 import json
 import os

@@ -109,7 +109,8 @@ def test_ade_subsets_match_spec(ade, tmp_path, split):
     root, masks = ade
     task = get_task("ade", "100-50")
     prefix = "ADE_training" if split == "train" else "ADE_validation"
-    ids = sorted(i for i in masks if i.startswith(prefix))  # spec 2d §7: sorted(os.listdir)
+    # sorted(os.listdir) order (docs/protocol-2d.md#datasets-on-disk)
+    ids = sorted(i for i in masks if i.startswith(prefix))
     for step in range(task.num_steps):
         dataset = build_dataset("ade", root, task=task, step=step, split=split, cache_dir=tmp_path)
         kept, targets = reference_subset(masks, ids, task, step, split, overlap=True)

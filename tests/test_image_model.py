@@ -1,4 +1,5 @@
-"""DeepLabV3 + ResNet (spec 2d §5.3-§5.6), classifier init (§3.4) and weight import (§5.4, §5.7)."""
+"""DeepLabV3 + ResNet (docs/protocol-2d.md#model), classifier init (docs/methods.md#balanced-init) and weight
+import (docs/protocol-2d.md#weights)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def randomise_norms(model: torch.nn.Module) -> None:
 
 
 def reference_file(model: torch.nn.Module, path, extra=None):
-    """A checkpoint in the reference layout (spec 2d §5.7): DDP 'module.' keys, no num_batches_tracked."""
+    """A checkpoint in the reference layout (docs/protocol-2d.md#weights): DDP 'module.' keys, no
+    num_batches_tracked."""
     state = {f"module.{k}": v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save({"epoch": 30, "model_state": state, "best_score": 0.5, **(extra or {})}, path)
     return path
@@ -53,7 +55,8 @@ def test_output_shapes(output_stride):
     assert out.logits.shape == (2, 5, 64, 64)
     assert out.logits_small.shape == (2, 5, s, s)
     att = out.features["attentions"]
-    # spec 2d §3.1: mod2..mod5 pre-activation sums, then pre_logits. Basic blocks: widths 8, 16, 32, 64.
+    # mod2..mod5 pre-activation sums, then pre_logits (docs/protocol-2d.md#classifier).
+    # Basic blocks: widths 8, 16, 32, 64.
     mod4 = 4 if output_stride == 16 else 8
     shapes = [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, mod4, mod4), (2, 64, s, s), (2, 16, s, s)]
     assert [tuple(a.shape) for a in att] == shapes
@@ -102,12 +105,13 @@ def test_resnet101_layout_and_parameter_count():
     model = build_model([16], backbone="resnet101", norm="bn")
     body = sum(p.numel() for p in model.body.parameters())
     assert body == _bottleneck_body_params([3, 4, 23, 3]) == 42_500_160  # = torchvision ResNet-101 minus fc
-    # spec 2d §5.5: 1x1 + three dilated 3x3 convs 2048->256, map_bn(1024), red_conv, pooling branch, red_bn.
+    # 1x1 + three dilated 3x3 convs 2048->256, map_bn(1024), red_conv, pooling branch, red_bn
+    # (docs/protocol-2d.md#head).
     aspp = 2048 * 256 + 3 * 2048 * 256 * 9 + 2 * 1024 + 1024 * 256
     head = aspp + 2048 * 256 + 2 * 256 + 256 * 256 + 2 * 256
     assert sum(p.numel() for p in model.head.parameters()) == head
     keys = set(model.state_dict())
-    for key in [  # names quoted in spec 2d §5.4 and §5.7
+    for key in [  # reference key names (docs/protocol-2d.md#model)
         "body.mod1.conv1.weight", "body.mod1.bn1.running_var", "body.mod2.block1.proj_conv.weight",
         "body.mod2.block1.proj_bn.bias", "body.mod4.block23.convs.conv3.weight",
         "body.mod5.block3.convs.bn3.running_var", "head.map_convs.3.weight", "head.map_bn.weight",
@@ -125,13 +129,15 @@ def test_resnet101_layout_and_parameter_count():
     assert [k for k in keys if not pattern.fullmatch(k)] == []
     assert not any(k.startswith("body.mod2.block2.proj") for k in keys)  # identity shortcut
     assert model.cls[0].weight.shape == (16, 256, 1, 1)
-    # OS16: stride on the 3x3 of mod3/mod4's first block; mod5 dilated by 2, stride 1 (spec 2d §5.4).
+    # OS16: stride on the 3x3 of mod3/mod4's first block; mod5 dilated by 2, stride 1
+    # (docs/protocol-2d.md#backbone).
     assert model.body.mod3.block1.convs.conv2.stride == (2, 2)
     assert model.body.mod3.block1.convs.conv1.stride == (1, 1)
     assert model.body.mod5.block1.convs.conv2.stride == (1, 1)
     assert {b.convs.conv2.dilation for b in model.body.mod5} == {(2, 2)}
     assert [c.dilation for c in model.head.map_convs] == [(1, 1), (6, 6), (12, 12), (18, 18)]
-    # xavier_normal_ with the leaky-ReLU gain (spec 2d §5.5): std = gain * sqrt(2 / (fan_in + fan_out)).
+    # xavier_normal_ with the leaky-ReLU gain (docs/protocol-2d.md#head):
+    # std = gain * sqrt(2 / (fan_in + fan_out)).
     gain = math.sqrt(2 / (1 + 0.01**2))
     expected_std = gain * math.sqrt(2 / (2048 * 9 + 256 * 9))
     assert model.head.map_convs[1].weight.std().item() == pytest.approx(expected_std, rel=0.01)
@@ -238,7 +244,8 @@ def test_init_new_head_from_background():
     model.add_classes(3)
     assert model.classes_per_step == [4, 3] and model.num_classes == 7
     model.init_new_head_from_background()
-    # spec 2d §3.4: rows = w_bg, new bias = b_bg - ln(n_new + 1) = b_bg - ln 4, bg bias likewise.
+    # rows = w_bg, new bias = b_bg - ln(n_new + 1) = b_bg - ln 4, bg bias likewise
+    # (docs/methods.md#balanced-init).
     expected_bias = old_b[0].item() - math.log(4)
     assert torch.equal(model.cls[1].weight, old_w[0:1].expand(3, -1, -1, -1))
     torch.testing.assert_close(model.cls[1].bias, torch.full((3,), expected_bias))
@@ -340,7 +347,8 @@ def test_imagenet_file_loads_into_body_only_with_abn_conversion(tmp_path):
     for key, value in donor.body.state_dict().items():
         if key.endswith("num_batches_tracked"):
             continue
-        # InPlaceABN scales by |gamma| + eps (spec 2d §5.3), gammas here include negative ones.
+        # InPlaceABN scales by |gamma| + eps (docs/protocol-2d.md#normalisation), gammas here include
+        # negative ones.
         expected = value.abs() + 1e-5 if f"body.{key}" in norm_weights else value
         torch.testing.assert_close(state[f"body.{key}"], expected, rtol=0, atol=0)
     assert all(torch.equal(state[k], v) for k, v in head_before.items())

@@ -1,4 +1,5 @@
-"""Method presets (spec 2d §1) and the per-step objective (spec 2d §1.2)."""
+"""Method presets (docs/methods.md#presets) and the per-step objective
+(docs/protocol-2d.md#loss-composition)."""
 
 import math
 from types import SimpleNamespace
@@ -20,7 +21,8 @@ def test_presets_match_reference_table():
     assert (lgkd.prev_kd, lgkd.novel_kd, lgkd.classification) == (10.0, 2.0, "ce")  # argparser defaults
     ade = resolve_method(MethodConfig(name="lgkd"), dataset="ade")
     assert (ade.pod_factor, ade.pod_logits_factor) == (0.001, 0.00001)
-    # spec 2d §10.16: the reference PLOP preset ignores the dataset; the fixed protocol does not.
+    # The reference PLOP preset ignores the dataset; the fixed protocol does not
+    # (docs/protocol-2d.md#corrected-by-fixed).
     assert resolve_method(MethodConfig(name="plop"), dataset="ade").pod_factor == 0.01
     assert resolve_method(MethodConfig(name="plop"), dataset="ade", protocol="fixed").pod_factor == 0.001
     mib = resolve_method(MethodConfig(name="MiB"), dataset="voc")
@@ -50,7 +52,7 @@ def test_unknown_method():
 def test_downsample_labels_picks_stride_pixels():
     y = torch.arange(64 * 64).reshape(1, 64, 64)
     small = downsample_labels(y, (4, 4))
-    assert torch.equal(small, y[:, ::16, ::16])  # spec 2d §2.1: label pixel (16i, 16j)
+    assert torch.equal(small, y[:, ::16, ::16])  # docs/protocol-2d.md#lgkd: label pixel (16i, 16j)
     pts = torch.arange(10).reshape(1, 10)
     assert torch.equal(downsample_labels(pts, (10,)), pts)
 
@@ -75,7 +77,7 @@ def test_lgkd_objective_composes_losses_as_reference():
     assert obj.needs_old_model and obj.needs_thresholds
     th = obj.compute_thresholds([(old.logits, labels)])
     total, terms = obj(new, old, labels)
-    # Rebuild the reference composition by hand (spec 2d §1.2, §2.3).
+    # Rebuild the reference composition by hand (docs/protocol-2d.md#loss-composition, #lgkd-runs).
     pl, f = L.pseudo_label(labels, old.logits, th, num_old=c_old, num_current=c_cur)
     ce = L.cross_entropy(new.logits, pl, element_weight=f)
     kd = L.lgkd(new.logits_small, old.logits_small, labels[:, ::4, ::4], prev_weight=5.0, novel_weight=1.0)

@@ -1,4 +1,5 @@
-"""ConfusionMatrix: hand-computed IoU / mean IoU / summaries (spec 2d §8) and a real gloo all-reduce."""
+"""ConfusionMatrix: hand-computed IoU / mean IoU / summaries (docs/protocol-2d.md#metrics) and a real
+gloo all-reduce."""
 
 import math
 

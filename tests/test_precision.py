@@ -1,5 +1,6 @@
-"""Mixed precision through the whole controller (spec 2d §1.1: torch.autocast + GradScaler replace
-apex O1): bf16 and fp16 autocast on CPU, and fp16/bf16 on CUDA where a GPU is present."""
+"""Mixed precision through the whole controller (docs/protocol-2d.md#mixed-precision: torch.autocast +
+GradScaler replace apex O1): bf16 and fp16 autocast on CPU, and fp16/bf16 on CUDA where a GPU is
+present."""
 
 import json
 import math

@@ -1,4 +1,4 @@
-"""EWC, RW and PI parameter regularisers (spec 2d §1.3, §1.2 step 12)."""
+"""EWC, RW and PI parameter regularisers (docs/protocol-2d.md#regularisers)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Results CSV / JSON / plot / table (spec 2d §8, §10.21) and the ``python -m css.report`` CLI."""
+"""Results CSV / JSON / plot / table (docs/protocol-2d.md#results-csv, #final-summary) and the
+``python -m css.report`` CLI."""
 
 import json
 import math

@@ -1,8 +1,9 @@
-"""css.nn.BatchNormAct: plain maths, and synchronisation over a 2-process gloo group (spec 2d §5.3).
+"""css.nn.BatchNormAct: plain maths, and synchronisation over a 2-process gloo group
+(docs/protocol-2d.md#normalisation).
 
 Synchronised normalisation must make a run independent of how many processes share the global
-batch (design.md): outputs, input gradients, summed parameter gradients and running statistics of
-two processes holding parts of a batch equal one process holding all of it.
+batch (docs/contracts.md#global-batch): outputs, input gradients, summed parameter gradients and
+running statistics of two processes holding parts of a batch equal one process holding all of it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Task registry (spec 2d §6, spec 3d §1.7 and §2): tables, aliases, label maps, image filters."""
+"""Task registry (docs/tasks.md, docs/protocol-2d.md#task-tables): tables, aliases, label maps, image
+filters."""
 
 import dataclasses
 
@@ -9,7 +10,7 @@ import torch
 from css.errors import DataError, TaskError
 from css.tasks import Task, get_task, list_tasks, load_task, task_from_steps
 
-# --- VOC tables (spec 2d §6.1) ------------------------------------------------------------------
+# --- VOC tables (docs/protocol-2d.md#task-tables) -------------------------------------------------
 
 
 def test_voc_standard_tables():
@@ -23,7 +24,8 @@ def test_voc_standard_tables():
     assert ten.steps[1:] == [[label] for label in range(11, 21)]
 
 
-# name -> (second entry of step 0, last entry of step 0, classes of steps 1..5), from spec 2d §6.1
+# name -> (second entry of step 0, last entry of step 0, classes of steps 1..5), from the reference
+# tables (docs/protocol-2d.md#task-tables)
 VOC_RANDOM = {
     "15-5s_b": (12, 11, [17, 3, 6, 18, 10]),
     "15-5s_c": (13, 7, [12, 14, 6, 1, 2]),
@@ -84,7 +86,7 @@ def test_voc_alias_15_1_and_names():
 
 def test_classes_per_step_and_counts_voc():
     task = get_task("voc", "15-5s")
-    assert task.classes_per_step(3) == [16, 1, 1, 1]  # spec 2d §6.1 example
+    assert task.classes_per_step(3) == [16, 1, 1, 1]  # docs/protocol-2d.md#task-tables example
     assert task.classes_per_step(0) == [16]
     assert task.num_classes(3) == 19 and task.num_old_classes(3) == 18
     assert task.num_classes(0) == 16 and task.num_old_classes(0) == 0
@@ -122,7 +124,7 @@ def test_ade_tables():
     assert t50.class_names[1] == "wall" and t50.class_names[150] == "flag"
 
 
-# --- S3DIS / ScanNet tables (spec 3d §1.7, §2) --------------------------------------------------
+# --- S3DIS / ScanNet tables (docs/tasks.md#tasks) -------------------------------------------------
 
 S3DIS_S1 = ["beam", "board", "bookcase", "ceiling", "chair", "clutter", "column", "door", "floor",
             "sofa", "table", "wall", "window"]
@@ -130,7 +132,7 @@ SCANNET_S1 = ["bathtub", "bed", "bookshelf", "cabinet", "chair", "counter", "cur
               "floor", "otherfurniture", "picture", "refrigerator", "shower curtain", "sink", "sofa",
               "table", "toilet", "wall", "window"]
 
-# spec 3d §2.2 novel sets
+# novel sets of the 3DPC-CISS splits (docs/tasks.md#tasks)
 NOVEL = [
     ("s3dis", "12-1_s0", ["clutter"]),
     ("s3dis", "10-3_s0", ["bookcase", "board", "clutter"]),
@@ -213,7 +215,7 @@ def test_voc_remap_train_and_test():
     np.testing.assert_array_equal(task.remap(labels, 2, "train"), [[0, 0, 0], [17, 255, 0]])
     np.testing.assert_array_equal(task.remap(labels, 2, "test"), [[0, 5, 16], [17, 255, 0]])
     np.testing.assert_array_equal(task.remap(labels, 5, "test"), [[0, 5, 16], [17, 255, 20]])
-    # the disjoint setting masks the same way; it only keeps fewer images (spec 2d §6.2)
+    # the disjoint setting masks the same way; it only keeps fewer images (docs/tasks.md#steps)
     np.testing.assert_array_equal(task.remap(labels, 2, "train", overlap=False), [[0, 0, 0], [17, 255, 0]])
     out = task.remap(labels, 0, "train")
     assert out.dtype == np.int64 and out.shape == (2, 3)
@@ -340,7 +342,7 @@ def test_scannet_s1_one_class_per_step():
     assert task.channel_names(2)[-3:] == ["sink", "sofa", "table"]
 
 
-# --- keep(): image / block filter (spec 2d §6.2-6.3) ----------------------------------------------
+# --- keep(): image / block filter (docs/tasks.md#selection) ---------------------------------------
 
 
 def test_keep_voc():

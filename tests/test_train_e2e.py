@@ -39,7 +39,8 @@ def test_cli_runs_two_steps_and_writes_reports(tmp_path):
     assert not (run / "step1" / "resume.pt").exists()  # removed once the step is finished
     rows = read_results_csv(run / "results.csv")
     assert [r.step for r in rows] == [0, 1]
-    assert rows[0].iou[3:] == ["x", "x"]  # classes of step 1 not yet seen at step 0 (spec 2d §8)
+    # classes of step 1 not yet seen at step 0 (docs/protocol-2d.md#results-csv)
+    assert rows[0].iou[3:] == ["x", "x"]
     results = json.loads((run / "results.json").read_text())
     assert set(results["final"]) >= {"bg", "old", "new", "all", "avg", "hiou"}
     assert results["metadata"]["world_size"] == 1 and results["metadata"]["protocol"] == "fixed"

@@ -1,4 +1,5 @@
-"""Joint image/mask transforms (spec 2d §5.2): alignment, nearest-neighbour masks, shapes, values."""
+"""Joint image/mask transforms (docs/protocol-2d.md#transforms): alignment, nearest-neighbour masks,
+shapes, values."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_train_transform_on_tensor_input_matches_pil():
 
 def test_eval_crop_mask_equals_pil_nearest():
     """Resize(short side) + CenterCrop: the mask is PIL NEAREST-resized then centre-cropped,
-    as in the reference (spec 2d §5.2)."""
+    as in the reference (docs/protocol-2d.md#transforms)."""
     rng = np.random.default_rng(2)
     labels = rng.integers(0, 21, (37, 53)).astype(np.uint8)
     image = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))

@@ -5,7 +5,7 @@ synthetic benchmark.
 (css.image.labels; cached on disk by css.index). ``build_dataset`` then keeps the images
 ``Task.select`` picks for a step -- an image shows a label when any pixel has it
 (docs/tasks.md#selection) -- in the dataset's own order, and remaps targets with ``Task.remap``
-after the spatial transform (spec 2d §5.2, §10.12).
+after the spatial transform (docs/protocol-2d.md#transforms).
 
 Where things live: the datasets and their layouts in css.image.datasets (voc.py, ade.py,
 folder.py, synthetic.py), label files in css.image.labels, the count cache in css.index. The
@@ -110,7 +110,7 @@ class SegmentationDataset(Dataset):
             out_image, out_mask = image.as_subclass(torch.Tensor).float() / 255.0, mask
         else:
             out_image, out_mask = self.transform(image, mask)
-        # spec 2d §5.2, §10.12: labels are remapped after the spatial transforms
+        # docs/protocol-2d.md#transforms: labels are remapped after the spatial transforms
         labels_out = torch.as_tensor(out_mask).as_subclass(torch.Tensor)
         target = self.task.remap(labels_out, self.step, self.split, self.overlap)
         return torch.as_tensor(out_image).as_subclass(torch.Tensor), target

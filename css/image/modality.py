@@ -58,8 +58,8 @@ class ImageModality:
         if not path.is_file():
             raise CheckpointError(
                 f"model.pretrained: ImageNet weights {path} not found. Download resnet101_iabn_sync.pth.tar (the "
-                f"InPlaceABN ImageNet ResNet-101 released with the LGKD code, spec 2d §5.4) into {path.parent}/, "
-                f"or train from random weights with model.pretrained=null")
+                f"InPlaceABN ImageNet ResNet-101 released with the LGKD code, see docs/protocol-2d.md#weights) "
+                f"into {path.parent}/, or train from random weights with model.pretrained=null")
         report = load_reference_weights(model, path)
         log.info("loaded ImageNet backbone %s (%s)", path, report)
 

@@ -1,6 +1,6 @@
-"""DeepLabV3 on a ResNet, with one classifier head per step (spec 2d §5.3-§5.6).
+"""DeepLabV3 on a ResNet, with one classifier head per step (docs/protocol-2d.md#model).
 
-Module names follow the reference exactly (spec 2d §5.4, §5.5, §5.7) so that reference
+Module names follow the reference exactly (docs/protocol-2d.md#model, #weights) so that reference
 checkpoints and the InPlaceABN ImageNet weights load by name (css.image.weights):
 
     body.mod1.{conv1, bn1, pool1}
@@ -11,7 +11,7 @@ checkpoints and the InPlaceABN ImageNet weights load by name (css.image.weights)
     cls.{0..T}
 
 Normalisation (``norm``):
-- "iabn_sync": InPlaceABNSync, the reference (spec 2d §5.3); CUDA tensors and nccl only.
+- "iabn_sync": InPlaceABNSync, the reference (docs/protocol-2d.md#normalisation); CUDA tensors and nccl only.
 - "iabn": InPlaceABN, the same maths without synchronisation.
 - "bn": css.nn.BatchNormAct, pure torch, synchronised across processes (CPU, gloo or nccl).
 All use leaky-ReLU 0.01, eps 1e-5, momentum 0.1; bn3/proj_bn (and bn2 of basic blocks) use the
@@ -46,20 +46,20 @@ __all__ = [
     "NORMS",
 ]
 
-LEAKY_SLOPE = 0.01  # spec 2d §5.3
+LEAKY_SLOPE = 0.01  # docs/protocol-2d.md#normalisation
 
 # name -> (block kind, blocks per stage mod2..mod5)
 BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),  # spec 2d §5.4
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),  # docs/protocol-2d.md#backbone
 }
 NORMS = ("iabn_sync", "iabn", "bn")
-# Dilation of mod2..mod5 per output stride (spec 2d §5.4); a stage with dilation 1 (other than
+# Dilation of mod2..mod5 per output stride (docs/protocol-2d.md#backbone); a stage with dilation 1 (other than
 # mod2) has stride 2, a dilated stage stride 1.
 DILATIONS = {16: (1, 1, 1, 2), 8: (1, 1, 2, 4)}
-# ASPP rates per output stride (spec 2d §5.5: 32, not 36, at OS8).
+# ASPP rates per output stride (docs/protocol-2d.md#head: 32, not 36, at OS8).
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 32)}
 
 NormFactory = Callable[[int, str], nn.Module]
@@ -136,7 +136,7 @@ def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1
 
 
 class ResidualBlock(nn.Module):
-    """Pre-sum residual block: out = leaky_relu(convs(x) + shortcut(x)) (spec 2d §5.4).
+    """Pre-sum residual block: out = leaky_relu(convs(x) + shortcut(x)) (docs/protocol-2d.md#backbone).
 
     ``channels`` is (c1, c2) for a basic block (3x3, 3x3) or (c1, c2, c3) for a bottleneck
     (1x1, 3x3 with the stride, 1x1). The last norm of ``convs`` and ``proj_bn`` have the identity
@@ -202,7 +202,7 @@ class ResNetStage(nn.Sequential):
 
 
 class ResNet(nn.Module):
-    """ResNet body with stages mod1..mod5 (spec 2d §5.4).
+    """ResNet body with stages mod1..mod5 (docs/protocol-2d.md#backbone).
 
     forward(x) returns (mod5 output, [pre-activation sums of mod2..mod5]). mod1 = conv1 7x7/2 ->
     bn1 -> pool1 max 3/2. Stage widths: basic (b, b) and bottleneck (b, b, 4b) in mod2, doubled in
@@ -259,7 +259,7 @@ class ResNet(nn.Module):
 
 
 class DeepLabHead(nn.Module):
-    """DeepLabV3 ASPP head without dropout or low-level skip (spec 2d §5.5).
+    """DeepLabV3 ASPP head without dropout or low-level skip (docs/protocol-2d.md#head).
 
     out = red_bn(red_conv(map_bn(cat(map_convs(x)))) + pool(x)), where pool = pool_red_conv(
     global_pooling_bn(global_pooling_conv(avg(x)))) broadcast to H x W. avg is the global spatial
@@ -330,12 +330,13 @@ class DeepLabHead(nn.Module):
 
 
 class DeepLabV3(nn.Module):
-    """Incremental segmentation model: body, head and one 1x1 classifier conv per step (spec 2d §5.6).
+    """Incremental segmentation model: body, head and one 1x1 classifier conv per step
+    (docs/protocol-2d.md#classifier).
 
     forward(x) returns SegOutput(logits, logits_small, features) with logits_small the
     concatenated head outputs at stride 16 (or 8), logits their bilinear upsampling
     (align_corners=False) to the input size, and features = {"body": mod5 output, "pre_logits":
-    head output, "attentions": [mod2..mod5 pre-activation sums, pre_logits]} (spec 2d §3.1).
+    head output, "attentions": [mod2..mod5 pre-activation sums, pre_logits]} (docs/protocol-2d.md#classifier).
     """
 
     def __init__(
@@ -373,7 +374,7 @@ class DeepLabV3(nn.Module):
         return self.cls.add_classes(num_new)
 
     def init_new_head_from_background(self) -> None:
-        """Initialise the last head from the background row (spec 2d §3.4, 'init_balanced').
+        """Initialise the last head from the background row (docs/methods.md#balanced-init, 'init_balanced').
 
         Every row of cls[-1].weight becomes w_bg = cls[0].weight[0]; every new bias and the
         background bias cls[0].bias[0] become b_bg - ln(n_new + 1), with b_bg the background bias
@@ -384,7 +385,8 @@ class DeepLabV3(nn.Module):
     def param_groups(
         self, lr: float, weight_decay: float = 1e-4, lr_old: float | None = None
     ) -> list[dict[str, Any]]:
-        """SGD parameter groups body / head / cls (spec 2d §5.1), each with ``weight_decay``.
+        """SGD parameter groups body / head / cls, each with ``weight_decay``
+        (docs/protocol-2d.md#optimiser-and-schedule).
 
         Only parameters with requires_grad are included; an empty group is omitted (e.g. a frozen
         body). With ``lr_old`` and more than one head, the old heads cls[:-1] get lr * lr_old and
@@ -417,7 +419,7 @@ def build_model(
 ) -> DeepLabV3:
     """Build DeepLabV3 on ``backbone`` with one classifier head per entry of ``classes_per_step``.
 
-    Defaults are the reference model (spec 2d §5.3-§5.6): ResNet-101, InPlaceABNSync, OS16,
+    Defaults are the reference model (docs/protocol-2d.md#model): ResNet-101, InPlaceABNSync, OS16,
     eval pooling window 32, 256-channel head. ``base_channels`` and ``head_channels`` shrink the
     network for CPU demos and tests. Weights are random (PyTorch defaults; xavier for the head);
     load pretrained ones with css.image.weights.load_reference_weights.

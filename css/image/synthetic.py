@@ -7,8 +7,8 @@ colour alone cannot separate them; with more than 8 classes the shapes repeat in
 shape alone cannot either. Scenes are deterministic functions of (seed, split, index), so a
 dataset needs no files and every process of a distributed run sees the same images.
 
-Label maps follow the VOC conventions (spec 2d §7): background 0, object classes 1..K and,
-optionally, a 1-pixel ignore border (255) along the inside of every object outline.
+Label maps follow the VOC conventions (docs/protocol-2d.md#datasets-on-disk): background 0, object
+classes 1..K and, optionally, a 1-pixel ignore border (255) along the inside of every object outline.
 """
 
 from __future__ import annotations

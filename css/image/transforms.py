@@ -1,9 +1,9 @@
-"""Joint image/label-map transforms (torchvision.transforms.v2), spec 2d §5.2.
+"""Joint image/label-map transforms (torchvision.transforms.v2), docs/protocol-2d.md#transforms.
 
 Every transform takes ``(image, mask)``: the image as a PIL image or ``tv_tensors.Image`` (uint8,
 C x H x W), the mask as a ``tv_tensors.Mask`` of dataset labels (H x W), and returns plain tensors
 ``(image float32 (3, h, w) normalised, mask (h, w) in the input's integer dtype)``. Label
-remapping happens afterwards, in the dataset (spec 2d §5.2, §10.12).
+remapping happens afterwards, in the dataset (docs/protocol-2d.md#transforms).
 
 Masks are resized with centre-aligned nearest neighbour (``NEAREST_EXACT``, what PIL's NEAREST
 used by the reference does). torchvision's default for masks is ``NEAREST``, which samples
@@ -43,10 +43,10 @@ def _resize_mask(mask: tv_tensors.Mask, size: list[int]) -> tv_tensors.Mask:
 class RandomResizedCrop(v2.RandomResizedCrop):
     """RandomResizedCrop with bilinear antialiased images and centre-aligned nearest masks.
 
-    Crop parameters follow torchvision (and the reference, spec 2d §5.2): up to 10 tries of area
-    U(scale)·area and log-uniform aspect ratio, accepted when the crop fits, else a centred crop
-    clamped to the ratio range. With scale up to 2.0 most tries do not fit. No padding is added,
-    so no new ignore pixels appear.
+    Crop parameters follow torchvision (and the reference, docs/protocol-2d.md#transforms): up to 10
+    tries of area U(scale)·area and log-uniform aspect ratio, accepted when the crop fits, else a
+    centred crop clamped to the ratio range. With scale up to 2.0 most tries do not fit. No padding
+    is added, so no new ignore pixels appear.
     """
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -90,7 +90,8 @@ def train_transform(
     scale: tuple[float, float] = (0.5, 2.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
 ) -> v2.Compose:
-    """Training augmentation of spec 2d §5.2: random resized crop, horizontal flip, normalise."""
+    """Training augmentation of docs/protocol-2d.md#transforms: random resized crop, horizontal flip,
+    normalise."""
     return v2.Compose(
         [
             v2.ToImage(),
@@ -102,7 +103,7 @@ def train_transform(
 
 
 def eval_transform(mode: str = "crop", crop_size: int = 512) -> v2.Compose:
-    """Evaluation transform of spec 2d §5.2.
+    """Evaluation transform of docs/protocol-2d.md#transforms.
 
     "crop": shorter side resized to ``crop_size``, then a centre crop of crop_size x crop_size
     (the reference default, crop_val=True). "whole": the full image at its own resolution.

@@ -1,4 +1,4 @@
-"""Parameter regularisers EWC, RW and PI (spec 2d §1.3, §1.2 step 12; MiB lineage).
+"""Parameter regularisers EWC, RW and PI (docs/protocol-2d.md#regularisers; MiB lineage).
 
 Each regulariser penalises moving a parameter away from its value at the end of the previous
 step, weighted by an importance estimated during the previous step:
@@ -14,10 +14,10 @@ step, weighted by an importance estimated during the previous step:
   iterations, each window adding omega_window / (0.5 * F * delta_window**2 + epsilon).
 
 With ``normalize=True`` (the reference default) each importance is min-max normalised to [0, 1]
-before use; the spec does not say over which set, so we follow MiB and take one global min and
+before use; the reference's set is not pinned down, so we follow MiB and take one global min and
 max over every entry of every parameter (RW normalises its Fisher and its score separately).
 
-Life cycle, one regulariser per step (spec 2d §1.2 step 12, §1.3):
+Life cycle, one regulariser per step (docs/protocol-2d.md#loss-composition, #regularisers):
 1. ``reg = build_regularizer(name, model, old_state=previous_state)`` right before the step's
    first iteration (after the new classifier is initialised). At step 0 ``old_state`` is None
    and the penalty is 0.
@@ -173,7 +173,8 @@ class _Regularizer:
                 setattr(self, key, value)
 
     def penalty(self, model: nn.Module) -> Tensor:
-        """sum over parameters of w * (theta - theta_old)**2, a float32 scalar (spec 2d §1.3).
+        """sum over parameters of w * (theta - theta_old)**2, a float32 scalar
+        (docs/protocol-2d.md#regularisers).
 
         0 without an old state (step 0). Differentiable with respect to the parameters.
         """
@@ -261,7 +262,7 @@ def _restore(value: Any, device: torch.device) -> Any:
 
 
 class EWC(_Regularizer):
-    """Elastic weight consolidation with an EMA Fisher (spec 2d §1.3).
+    """Elastic weight consolidation with an EMA Fisher (docs/protocol-2d.md#regularisers).
 
     State for the next step: {'kind': 'ewc', 'fisher': F, 'params': theta at the end of the
     step}. The penalty weight is F_old, min-max normalised unless ``normalize=False``.
@@ -304,7 +305,8 @@ class EWC(_Regularizer):
 
 
 class PI(_Regularizer):
-    """Path-integral regulariser, "synaptic intelligence" (spec 2d §1.3: score delta / dtheta**2).
+    """Path-integral regulariser, "synaptic intelligence" (docs/protocol-2d.md#regularisers: score
+    delta / dtheta**2).
 
     During the step omega accumulates -g * (change of theta) per iteration. At the end the
     score is max(omega, 0) / ((theta_end - theta_start)**2 + epsilon); theta_start is the
@@ -353,7 +355,7 @@ class PI(_Regularizer):
 
 
 class RW(_Regularizer):
-    """Riemannian walk: EMA Fisher plus a windowed path-integral score (spec 2d §1.3).
+    """Riemannian walk: EMA Fisher plus a windowed path-integral score (docs/protocol-2d.md#regularisers).
 
     The Fisher is updated every iteration as in EWC. The path integral omega is summed over
     windows of ``iterations`` iterations; closing a window adds

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Download and prepare ADE20k (SceneParsing, ADEChallengeData2016) in the layout of spec 2d §7:
+# Download and prepare ADE20k (SceneParsing, ADEChallengeData2016) in the layout of
+# docs/protocol-2d.md#datasets-on-disk:
 #
 #   TARGET/ADEChallengeData2016/images/{training,validation}/<id>.jpg        (20,210 / 2,000)
 #   TARGET/ADEChallengeData2016/annotations/{training,validation}/<id>.png   (labels 0..150)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Download and prepare Pascal VOC 2012 with the augmented ("train_aug") labels in the layout the
-# reference expects (spec 2d §7) and css.image.data reads:
+# reference expects (docs/protocol-2d.md#datasets-on-disk) and css.image.data reads:
 #
 #   TARGET/PascalVOC2012/VOCdevkit/VOC2012/JPEGImages/<id>.jpg     (17,125 images)
 #   TARGET/PascalVOC2012/SegmentationClassAug/<id>.png             (12,031 label maps, 0..20, 255)

@@ -29,7 +29,8 @@ def list_split(root: Path, split: str) -> Listing:
     images_dir, labels_dir = ade / "images" / sub, ade / "annotations" / sub
     require_dir(images_dir, f"ADE20k {split} images", LAYOUT)
     require_dir(labels_dir, f"ADE20k {split} annotations", LAYOUT)
-    # spec 2d §7: sorted(os.listdir) order; images and labels are paired by file stem.
+    # sorted(os.listdir) order; images and labels are paired by file stem
+    # (docs/protocol-2d.md#datasets-on-disk).
     names = sorted(n for n in os.listdir(images_dir) if n.lower().endswith(".jpg"))
     ids = [os.path.splitext(n)[0] for n in names]
     labels = [os.path.join(labels_dir, f"{i}.png") for i in ids]

@@ -39,9 +39,9 @@ def voc_root(root: Path) -> Path:
 def parse_list(path: Path) -> list[tuple[str, str]]:
     """(image, label) relative paths of a VOC list file.
 
-    The reference drops the last character of every line (assuming a newline, spec 2d §7,
-    §10.12); stripping whitespace gives the same pairs for well-formed files and also accepts a
-    last line without a newline or Windows line endings.
+    The reference drops the last character of every line (assuming a newline,
+    docs/protocol-2d.md#datasets-on-disk); stripping whitespace gives the same pairs for well-formed
+    files and also accepts a last line without a newline or Windows line endings.
     """
     pairs = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
