@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from css.errors import ConfigError
 
-__all__ = ["IncrementalHead", "INITS"]
+__all__ = ["IncrementalHead", "IncrementalModel", "INITS"]
 
 INITS = ("default", "kaiming_normal")
 """Initialisations of a new head: PyTorch's default for the conv type, or Kaiming-normal
@@ -148,3 +148,29 @@ class IncrementalHead(nn.ModuleList):
             shifted = background.bias[0] - math.log(new.out_channels + 1)
             new.bias.fill_(shifted)
             background.bias[0] = shifted
+
+
+class IncrementalModel(nn.Module):
+    """Base of the segmentation models whose classifier is an ``IncrementalHead`` at ``self.cls``:
+    the per-step head bookkeeping every model exposes (docs/contracts.md#models-both-modalities)."""
+
+    cls: IncrementalHead
+
+    @property
+    def classes_per_step(self) -> list[int]:
+        """Output channels of each classifier head, step 0 first."""
+        return self.cls.classes_per_step
+
+    @property
+    def num_classes(self) -> int:
+        return self.cls.num_classes
+
+    def add_classes(self, num_new: int) -> nn.Module:
+        """Append a classifier head for a new step with ``num_new`` classes (the head's own init)."""
+        return self.cls.add_classes(num_new)
+
+    def init_new_head_from_background(self) -> None:
+        """Initialise the last head from the background row (docs/methods.md#balanced-init): with a
+        bias, rows = background row and biases b_bg - ln(n_new + 1); bias-free, the rows only."""
+        self.cls.init_new_head_from_background()
+

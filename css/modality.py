@@ -36,6 +36,18 @@ class Modality(Protocol):
     its evaluation (images: argmax of full-resolution logits; point clouds: sampled points)."""
 
 
+def task_from_config(cfg: Any, load_dataset_task: Callable[..., Any]) -> Any:
+    """The task of a config through a modality's ``load_dataset_task(dataset, spec, root=, options=)``:
+    ``task.steps`` (class groups) when given, else ``task.name``; a user task keeps its name."""
+    import dataclasses
+
+    spec: Any = cfg.task.steps if cfg.task.steps is not None else cfg.task.name
+    task = load_dataset_task(cfg.data.dataset, spec, root=cfg.data.root, options=cfg.data.options or None)
+    if cfg.task.steps is not None and task.name != cfg.task.name:
+        task = dataclasses.replace(task, name=cfg.task.name)
+    return task
+
+
 def get_modality(name: str) -> Modality:
     if name == "image":
         from css.image.modality import ImageModality

@@ -1,29 +1,12 @@
 """The block sweep: a fast implementation that must equal the per-tile mask definition."""
 
-import math
 
 import numpy as np
 import pytest
 
 from css.pointcloud.prepare.blocks import shift_to_origin, sweep, sweep_with_origins
 
-
-def naive_sweep(coord, block_size, stride, min_points):
-    """Reference definition, written independently: one boolean mask per tile over all points."""
-    coord = np.asarray(coord, dtype=np.float64)
-    ext = coord.max(0)
-    nx = max(1, math.ceil((ext[0] - block_size) / stride) + 1)
-    ny = max(1, math.ceil((ext[1] - block_size) / stride) + 1)
-    out = []
-    for i in range(nx):
-        for j in range(ny):
-            xb, yb = i * stride, j * stride
-            mask = ((coord[:, 0] >= xb) & (coord[:, 0] <= xb + block_size)
-                    & (coord[:, 1] >= yb) & (coord[:, 1] <= yb + block_size))
-            idx = np.nonzero(mask)[0]
-            if len(idx) >= max(min_points, 1):
-                out.append((idx, (xb, yb)))
-    return out
+from _pc_raw import naive_tiles  # the per-tile mask definition, written independently of the code
 
 
 def test_hand_checked_example():
@@ -72,7 +55,7 @@ def test_equals_naive_on_random_data_with_border_points(block_size, stride, min_
     coord[on, 1] = rng.choice(borders, on.sum())
     coord = shift_to_origin(coord)
     fast = sweep_with_origins(coord, block_size=block_size, stride=stride, min_points=min_points)
-    slow = naive_sweep(coord, block_size, stride, min_points)
+    slow = naive_tiles(coord, block_size, stride, min_points)
     assert len(fast) == len(slow)
     for (fi, fo), (si, so) in zip(fast, slow):
         assert fo == so
@@ -80,7 +63,7 @@ def test_equals_naive_on_random_data_with_border_points(block_size, stride, min_
     # float32 input gives the same tiles as its exact float64 widening
     c32 = coord.astype(np.float32)
     a = sweep(c32, block_size=block_size, stride=stride, min_points=min_points)
-    b = [i for i, _ in naive_sweep(c32.astype(np.float64), block_size, stride, min_points)]
+    b = [i for i, _ in naive_tiles(c32.astype(np.float64), block_size, stride, min_points)]
     assert [x.tolist() for x in a] == [x.tolist() for x in b]
 
 

@@ -27,13 +27,9 @@ class ImageModality:
     def task(self, cfg) -> Task:
         from css.image.data import load_dataset_task
 
-        spec: Any = cfg.task.steps if cfg.task.steps is not None else cfg.task.name
-        task = load_dataset_task(cfg.data.dataset, spec, root=cfg.data.root, options=cfg.data.options or None)
-        if cfg.task.steps is not None and task.name != cfg.task.name:
-            import dataclasses
+        from css.modality import task_from_config
 
-            task = dataclasses.replace(task, name=cfg.task.name)
-        return task
+        return task_from_config(cfg, load_dataset_task)
 
     def build_model(self, cfg, classes_per_step: list[int], env) -> torch.nn.Module:
         from css.image.models import build_model

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from css.errors import ConfigError, require
-from css.heads import IncrementalHead
+from css.heads import IncrementalHead, IncrementalModel
 from css.nn import BatchNormAct, SegOutput
 
 __all__ = [
@@ -329,7 +329,7 @@ class DeepLabHead(nn.Module):
         return F.pad(pool, padding, mode="replicate")
 
 
-class DeepLabV3(nn.Module):
+class DeepLabV3(IncrementalModel):
     """Incremental segmentation model: body, head and one 1x1 classifier conv per step
     (docs/protocol-2d.md#classifier).
 
@@ -352,15 +352,6 @@ class DeepLabV3(nn.Module):
         self.cls = cls
         """One nn.Conv2d(head_channels, n_i, 1, bias=True) per step (css.heads.IncrementalHead)."""
 
-    @property
-    def classes_per_step(self) -> list[int]:
-        """Output channels of each classifier head, step 0 first."""
-        return self.cls.classes_per_step
-
-    @property
-    def num_classes(self) -> int:
-        return self.cls.num_classes
-
     def forward(self, x: Tensor) -> SegOutput:
         body, attentions = self.body(x)
         pre_logits = self.head(body)
@@ -368,19 +359,6 @@ class DeepLabV3(nn.Module):
         logits = F.interpolate(logits_small, size=x.shape[-2:], mode="bilinear", align_corners=False)
         features = {"body": body, "pre_logits": pre_logits, "attentions": [*attentions, pre_logits]}
         return SegOutput(logits, logits_small, features)
-
-    def add_classes(self, num_new: int) -> nn.Conv2d:
-        """Append a classifier head for a new step with ``num_new`` classes (PyTorch default init)."""
-        return self.cls.add_classes(num_new)
-
-    def init_new_head_from_background(self) -> None:
-        """Initialise the last head from the background row (docs/methods.md#balanced-init, 'init_balanced').
-
-        Every row of cls[-1].weight becomes w_bg = cls[0].weight[0]; every new bias and the
-        background bias cls[0].bias[0] become b_bg - ln(n_new + 1), with b_bg the background bias
-        before the call and n_new the number of classes of the last head (css.heads).
-        """
-        self.cls.init_new_head_from_background()
 
     def param_groups(
         self, lr: float, weight_decay: float = 1e-4, lr_old: float | None = None

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from css.errors import ConfigError
-from css.heads import IncrementalHead
+from css.heads import IncrementalHead, IncrementalModel
 from css.nn import BatchNormAct, SegOutput
 from css.pointcloud.knn import DEFAULT_CHUNK_BYTES, edge_features, knn
 
@@ -182,7 +182,7 @@ class MCDropout(nn.Dropout):
         return x * keep / (1.0 - self.p)
 
 
-class DGCNNSeg(nn.Module):
+class DGCNNSeg(IncrementalModel):
     """Incremental DGCNN segmentation model (docs/pointcloud-model.md#architecture).
 
     forward(x (B, C_in, N)) returns SegOutput(logits (B, C, N), logits_small = the same tensor,
@@ -224,15 +224,6 @@ class DGCNNSeg(nn.Module):
         self.cls = cls
         """One bias-free nn.Conv1d(128, n_i, 1) per step (css.heads.IncrementalHead)."""
 
-    @property
-    def classes_per_step(self) -> list[int]:
-        """Output channels of each classifier head, step 0 first."""
-        return self.cls.classes_per_step
-
-    @property
-    def num_classes(self) -> int:
-        return self.cls.num_classes
-
     def set_knn_chunk(self, chunk: int | None) -> None:
         """Query points per kNN chunk in every EdgeConv (None: from the 64 MiB budget)."""
         for edge_conv in self.encoder.edge_convs:
@@ -259,15 +250,6 @@ class DGCNNSeg(nn.Module):
         pre_logits = drop(self.segmentor[:-1](body), sample_seeds(x) if drop.training and drop.p > 0 else None)
         logits = self.cls(pre_logits)
         return SegOutput(logits, logits, {"body": body, "pre_logits": pre_logits, "attentions": []})
-
-    def add_classes(self, num_new: int) -> nn.Conv1d:
-        """Append a bias-free classifier head with ``num_new`` classes (Kaiming-normal init)."""
-        return self.cls.add_classes(num_new)
-
-    def init_new_head_from_background(self) -> None:
-        """Copy the background weight row into every row of the last head (no bias, so no logit shift)."""
-        self.cls.init_new_head_from_background()
-
 
 def build_model(
     classes_per_step: Sequence[int],
