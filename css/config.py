@@ -5,6 +5,8 @@ A config file is a YAML mapping whose sections mirror the dataclasses below. ``b
 (a path relative to the file, or a list of paths) names files whose values this file overrides;
 mappings merge key by key, everything else (lists included) is replaced. Command-line overrides
 use dotted keys: ``train.lr=0.01 method.prev_kd=5 task.name=15-5``; the value is parsed as YAML.
+Number keys also take scientific notation (``1e-3``, a string to YAML 1.1) and refuse NaN and
+infinity (docs/config.md#numbers).
 
 Every unknown key is an error that names the file and the closest valid key. The resolved config
 (after inheritance, overrides and the method preset) is what a run folder records.
@@ -22,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from css.config_numbers import to_float, to_int
 from css.errors import ConfigError
 
 
@@ -63,6 +66,8 @@ class PointDataConfig(DataConfig):
     """A block shows a class when it has more than max(int(fraction * points), min_points) of it."""
     eval_seed: int = 0
     """Seed of the test-time point sampling: two evaluations of one checkpoint give one number."""
+    height_feature: bool = False
+    """A 10th input channel: z minus the block's minimum z, in metres (docs/pointcloud-datasets.md#height-feature)."""
 
 
 @dataclass
@@ -332,7 +337,8 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(value: Any, tp: Any, where: str, source: str = "") -> Any:
-    """Check ``value`` against the annotation ``tp``; allow int -> float and list -> tuple."""
+    """Check ``value`` against the annotation ``tp``; allow int -> float, list -> tuple and numbers
+    in scientific notation (docs/config.md#numbers)."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -362,14 +368,10 @@ def _coerce(value: Any, tp: Any, where: str, source: str = "") -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{source}{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{source}{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{source}{where}: expected a number, got {value!r}")
+    if tp is int:  # also 1e3 (YAML reads it as a string), never NaN/inf: docs/config.md#numbers
+        return to_int(value, f"{source}{where}")
+    if tp is float:  # also 1e-3 (a string to YAML), never NaN/inf: docs/config.md#numbers
+        return to_float(value, f"{source}{where}")
     if tp is str:
         if isinstance(value, str):
             return value

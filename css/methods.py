@@ -89,8 +89,25 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
             raise ConfigError(f"method.pod: {given['pod']!r} — Local POD distils 2-D feature maps and has no "
                               f"point-cloud form; remove method.pod (point-cloud presets leave it off)")
         values.update(pod="none", pod_logits=False)
+    _kd_from_weight(given, values)
     values.update({k: v for k, v in given.items() if v is not None})
     return MethodConfig(name=key, **values)
+
+
+def _kd_from_weight(given: dict[str, Any], values: dict[str, Any]) -> None:
+    """A KD weight without a KD loss (docs/methods.md#kd-weight): ``loss_kd > 0`` given and ``kd`` left
+    out switches a preset without distillation to plain KD, as the reference does (its Cityscapes-domain
+    script runs FT with --loss_kd 10); ``kd: none`` given with it contradicts the weight."""
+    weight = given.get("loss_kd")
+    if weight is None or weight <= 0:
+        return
+    if given.get("kd") == "none":
+        raise ConfigError(
+            f"method.kd: 'none' contradicts method.loss_kd: {weight:g} (a distillation weight without a "
+            f"distillation loss); remove method.kd to train plain KD with that weight, set method.kd to "
+            f"kd, unkd or lgkd, or set method.loss_kd: 0 to train without distillation")
+    if given.get("kd") is None and values["kd"] == "none":
+        values["kd"] = "kd"
 
 
 # ------------------------------------------------------------------------------------------------

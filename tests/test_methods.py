@@ -151,3 +151,42 @@ def test_pod_scales_reach_local_pod_and_small_maps_say_which_key_to_change():
     expected = L.local_pod(att_old + [old.logits_small], att_new + [new.logits_small], factors=[0.01, 0.0005],
                            num_current=5, num_new=2, scales=(1, 2))
     assert torch.allclose(terms["pod"], expected)
+
+
+# docs/methods.md#kd-weight
+@pytest.mark.parametrize("name", ["ft", "ewc", "plop", "lwf-mc"])
+def test_kd_weight_alone_turns_on_plain_kd(name):
+    m = resolve_method(MethodConfig(name=name, loss_kd=10.0), dataset="voc")
+    assert (m.kd, m.loss_kd) == ("kd", 10.0)
+    obj = Objective(m, step=1, num_old=3, num_current=4)
+    assert obj.use_kd and obj.needs_old_model and "10 x KD" in obj.describe()
+    # The loss is CE + 10 x KD (docs/protocol-2d.md#kd), not CE alone.
+    g = torch.Generator().manual_seed(0)
+    new_logits, old_logits = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 3, 3, 3, generator=g)
+    labels = torch.randint(0, 4, (2, 3, 3), generator=g)
+    if m.pseudo == "entropy":  # plop: pseudo-labels and POD are not what this test is about
+        m.pseudo, m.pod = "none", "none"
+        obj = Objective(m, step=1, num_old=3, num_current=4)
+    total, terms = obj(SimpleNamespace(logits=new_logits, logits_small=new_logits, features={}),
+                       SimpleNamespace(logits=old_logits, logits_small=old_logits, features={}), labels)
+    kd = 10.0 * L.kd(new_logits, old_logits)
+    torch.testing.assert_close(terms["kd"], kd)
+    torch.testing.assert_close(total, terms["ce"] + kd + terms.get("icarl", torch.zeros(())))
+
+
+def test_kd_weight_keeps_a_presets_own_distillation_and_zero_weight_stays_off():
+    assert resolve_method(MethodConfig(name="mib", loss_kd=5.0), dataset="voc").kd == "unkd"
+    assert resolve_method(MethodConfig(name="ft", loss_kd=5.0, kd="lgkd"), dataset="voc").kd == "lgkd"
+    assert resolve_method(MethodConfig(name="ft", loss_kd=0.0), dataset="voc").kd == "none"
+    assert resolve_method(MethodConfig(name="ft"), dataset="voc").kd == "none"
+    assert resolve_method(MethodConfig(name="lgkd", kd="none"), dataset="voc").kd == "none"  # = PLOP
+
+
+def test_kd_none_with_a_kd_weight_is_refused():
+    with pytest.raises(ConfigError) as e:
+        resolve_method(MethodConfig(name="ft", loss_kd=10.0, kd="none"), dataset="voc")
+    msg = str(e.value)
+    assert "method.kd" in msg and "method.loss_kd: 10" in msg and "contradict" in msg
+    assert "remove method.kd" in msg and "loss_kd: 0" in msg
+    with pytest.raises(ConfigError, match="contradict"):
+        resolve_method(MethodConfig(name="lgkd", loss_kd=1.0, kd="none"), dataset="voc")
