@@ -8,12 +8,15 @@ Run folder layout (one folder per run, docs/contracts.md#vocabulary)::
     RUN/step{t}/resume.pt        in-progress step, rewritten atomically after every epoch
     RUN/results.csv|json, RUN/miou.png
 
-A step is finished when its ``model.pt`` exists and its results are recorded; re-running the same
-command skips finished steps and resumes an unfinished one from ``resume.pt``.
+A step is finished when its ``model.pt`` exists (docs/controller.md#recovery: the results files are
+rebuilt from it when they are lost); re-running the same command skips finished steps and resumes an
+unfinished one from ``resume.pt``. Both files record the config they were trained with
+(``config``, ``config_hash``, ``parent_config_hash``: docs/controller.md#config-identity).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -58,7 +61,31 @@ def load_file(path: str | Path) -> Any:
         # Files written by the reference code store argparse namespaces and numpy scalars.
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"checkpoint {path} cannot be read ({exc}); is it a PyTorch file?") from exc
+        raise CheckpointError(f"checkpoint {path} cannot be read ({_first_line(exc)}): it is truncated or corrupt, "
+                              f"or not a PyTorch file") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def peek(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's dict with its tensors memory-mapped, not read: cheap for large files, and a
+    truncated or empty file fails here (its zip directory is at the end). CheckpointError otherwise."""
+    path = Path(path)
+    problem = None
+    for kwargs in ({"mmap": True}, {}):  # a file of the legacy (non-zip) format cannot be mapped
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+            problem = problem or _first_line(exc)
+            continue
+        if isinstance(obj, dict):
+            return obj
+        problem = f"holds a {type(obj).__name__}, not a dict"
+        break
+    raise CheckpointError(f"{path} is truncated or corrupt ({problem})")
 
 
 def save_step_model(path: Path, model: torch.nn.Module, *, step: int, classes_per_step: list[int],
@@ -92,3 +119,32 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_resume_state(path: Path, env: Any, step: int) -> dict[str, Any] | None:
+    """The resume state at ``path`` (every process reads it), or None when there is none or it is
+    truncated or corrupt: then it is moved aside to ``resume.pt.corrupt`` with a warning and the
+    step restarts from its beginning, on every process alike (docs/controller.md#recovery)."""
+    from css.distributed import all_reduce_sum, barrier
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    st, problem = None, None
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(st, dict) or not {"epoch", "model", "optimizer", "scheduler", "rng"} <= set(st):
+            problem = "not a css resume state"
+    except Exception as exc:  # noqa: BLE001 - any failure to read means the file is unusable
+        problem = _first_line(exc)
+    if float(all_reduce_sum(torch.tensor([float(problem is not None)], device=env.device))[0]) == 0:
+        return st
+    barrier()  # every process has finished reading the file
+    aside = path.with_name(path.name + ".corrupt")
+    if env.is_main and path.is_file():
+        path.replace(aside)
+    logging.getLogger("css").warning("step %d: %s is truncated or corrupt (%s); moved it aside to %s and "
+                                     "restarting the step from its beginning", step, path,
+                                     problem or "on another process", aside.name)
+    barrier()
+    return None

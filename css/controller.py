@@ -5,7 +5,9 @@ with one classifier head per step, load model(t-1) into it (non-strictly: the ne
 and into a frozen old model (strictly, eval mode, no gradients), initialise the new head from the
 background row when the method asks, train, evaluate on the step's test set and write the reports.
 Finished steps are skipped and an interrupted step resumes from its last epoch, so re-running the
-same command continues a run.
+same command continues a run. Before anything runs, css/runfolder.py takes the folder's lock and
+checks it (docs/controller.md#run-folder): one run per folder, the checkpoints' configs, --redo-from,
+and the recovery from a kill or a lost results file.
 """
 
 from __future__ import annotations
@@ -18,18 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from css import checkpoint as ck
-from css import reports
-from css.config import Config, save_config, step_value
-from css.distributed import DistEnv, barrier, cpu_has_bf16, init_distributed, seed_everything
+from css import identity, recording, reports
+from css.config import Config, from_dict, step_value
+from css.distributed import DistEnv, barrier, cpu_has_bf16, init_distributed, run_on_main, seed_everything
 from css.engine import Trainer, TrainSettings
-from css.handover import hand_over
+from css.handover import hand_over, load_step
 from css.errors import ConfigError
 from css.methods import PRESETS, Objective, resolve_method
-from css.utils import atomic_write_text
 from css.modality import Modality, get_modality
+from css.runfolder import prepare_run_folder
 from css.tasks import Task
 
 
@@ -82,23 +83,13 @@ def setup_logging(run_dir: Path | None, env: DistEnv, verbose: bool = False) -> 
         logger.addHandler(fh)
 
 
-def _dotted(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'train': {'lr': 0.1}} -> {'train.lr': 0.1}."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 @dataclass
 class Controller:
     cfg: Config
     env: DistEnv
     modality: Modality
     init_step0: str | None = None
+    redo_from: int | None = None
     task: Task = field(init=False)
     run_dir: Path = field(init=False)
 
@@ -108,25 +99,13 @@ class Controller:
         self.task = self.modality.task(self.cfg)
         self.run_dir = self.cfg.run_dir
         self.writer = None
+        self.lock = None  # rank 0's css.runlock.RunLock while a run holds the folder
+        self.step_configs: dict[int, dict[str, Any]] = {}  # the config each finished step was trained with
 
-    # --------------------------------------------------------------------------------------------
-    def check_run_dir(self) -> None:
-        """A run folder belongs to one config: refuse to mix results of different configs."""
-        path = self.run_dir / "config.yaml"
-        current = self.cfg.to_dict()
-        if path.is_file():
-            saved, now = _dotted(yaml.safe_load(path.read_text()) or {}), _dotted(current)
-            # Keys the saved config lacks were added by a later css: they do not block a resume.
-            diff = [f"{k}: {saved[k]!r} -> {now.get(k, '(absent)')!r}"
-                    for k in sorted(saved) if k != "device" and saved[k] != now.get(k, "(absent)")]
-            started = any(self.run_dir.glob("step*/*.pt"))
-            if diff and started:
-                shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
-                raise ConfigError(
-                    f"run folder {self.run_dir} was started with a different config ({shown}); resume "
-                    f"with the same config (see {path}), or pick a new run name (name=...)")
-        if self.env.is_main:
-            save_config(self.cfg, path)
+    def identity_state(self, parent_hash: str | None) -> dict[str, Any]:
+        """What every checkpoint records of its config (docs/controller.md#config-identity)."""
+        config = self.cfg.to_dict()
+        return {"config": config, "config_hash": identity.config_hash(config), "parent_config_hash": parent_hash}
 
     def metadata(self) -> dict[str, Any]:
         return reports.build_metadata(
@@ -146,18 +125,23 @@ class Controller:
             if hasattr(self.modality, "eval_mode_from_epoch") else None)
 
     def step_done(self, step: int) -> bool:
-        return ck.model_path(self.run_dir, step).is_file() and self._recorded(step)
-
-    def _recorded(self, step: int) -> bool:
-        path = self.run_dir / "results.json"
-        if not path.is_file():
-            return False
-        data = reports.read_results_json(path)
-        return any(e["step"] == step for e in data.get("steps", []))
+        """A step is finished when its checkpoint exists (docs/controller.md#recovery), whether or not
+        results.json still records it."""
+        return ck.model_path(self.run_dir, step).is_file()
 
     # --------------------------------------------------------------------------------------------
     def run(self, steps: list[int]) -> dict[str, Any] | None:
-        self.check_run_dir()
+        plan = run_on_main(self.env, lambda: prepare_run_folder(self, steps, self.redo_from))
+        self.step_configs = dict(plan["configs"])
+        try:
+            return self._run(steps, plan)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.lock is not None:
+                self.lock.release()
+
+    def _run(self, steps: list[int], plan: dict[str, Any]) -> dict[str, Any] | None:
         if self.env.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -172,15 +156,14 @@ class Controller:
             log.warning("train.precision=bf16 on a CPU without bf16 instructions: autocast emulates it, "
                         "far slower than fp32 (~50x for DeepLabV3-R101, benchmarks/RESULTS.md); use "
                         "train.precision=fp32 on this machine")
-        try:
-            for step in steps:
-                if self.step_done(step):
-                    log.info("step %d: already finished in %s, skipping", step, self.run_dir)
-                    continue
+        # Finished steps that results.json lacks are re-evaluated, also outside --steps.
+        for step in sorted(set(steps) | set(plan["missing_results"])):
+            if step in plan["missing_results"]:
+                self.reevaluate(step)
+            elif step in plan["finished"]:
+                log.info("step %d: already finished in %s, skipping", step, self.run_dir)
+            else:
                 self.run_step(step)
-        finally:
-            if self.writer is not None:
-                self.writer.close()
         return self.final_report()
 
     def run_step(self, step: int) -> None:
@@ -192,6 +175,7 @@ class Controller:
         model = self.modality.build_model(cfg, task.classes_per_step(step), env)
         old_model = None
         prev_extra: dict[str, Any] = {}
+        parent_hash = None  # the config of the step this one starts from (docs/controller.md#config-identity)
         if step == 0 and self.init_step0:
             report = self.modality.import_weights(model, self.init_step0)
             log.info("step 0: imported %s (%s); evaluating it instead of training", self.init_step0, report)
@@ -203,6 +187,7 @@ class Controller:
         else:
             model, old_model, prev_extra = hand_over(self.modality, cfg, task, step, self.run_dir, env,
                                                      init_balanced=bool(cfg.method.init_balanced))
+            parent_hash = identity.config_hash(prev_extra.get("config"))
             old_model.to(env.device)
         model.to(env.device)
         objective.attach_regularizer(model, prev_extra.get("regularizer"))
@@ -219,8 +204,8 @@ class Controller:
         trainer = Trainer(model=train_model, old_model=old_model, objective=objective, dataset=dataset, env=env,
                           settings=settings, resume_file=ck.resume_path(self.run_dir, step),
                           collate=self.modality.collate, writer=self.writer)
-        trainer.fit()
-        self.finish_step(step, model, objective, trained=True, history=trainer.history)
+        trainer.fit(extra_state=self.identity_state(parent_hash))
+        self.finish_step(step, model, objective, trained=True, history=trainer.history, parent_hash=parent_hash)
 
     def dataset(self, step: int, split: str):
         """The step's dataset. Under DDP rank 0 builds it first, so that a first run scans the label
@@ -238,49 +223,51 @@ class Controller:
                 barrier()
 
     def finish_step(self, step: int, model: torch.nn.Module, objective: Objective, *, trained: bool,
-                    history: list | None = None) -> None:
+                    history: list | None = None, parent_hash: str | None = None) -> None:
         cfg, env, task = self.cfg, self.env, self.task
         test_set = self.dataset(step, "test")
         cm = self.modality.evaluate(model, test_set, cfg, task, step, env)
         if env.is_main:
             extra = {"regularizer": objective.regularizer.state_dict() if objective.regularizer else None,
-                     "thresholds": objective.thresholds, "config": cfg.to_dict(), "trained": trained,
-                     "history": [vars(h) for h in history or []]}
+                     "thresholds": objective.thresholds, "trained": trained, "world_size": env.world_size,
+                     "history": [vars(h) for h in history or []], **self.identity_state(parent_hash)}
             ck.save_step_model(ck.model_path(self.run_dir, step), model, step=step,
                                classes_per_step=task.classes_per_step(step),
                                task={"dataset": task.dataset, "name": task.name, "steps": task.steps}, extra=extra)
-            self.record(step, cm, getattr(cm, "samples", len(test_set)))
+            self.step_configs[step] = extra["config"]
+            self.record(step, cm, getattr(cm, "samples", len(test_set)), config=extra["config"])
             rp = ck.resume_path(self.run_dir, step)
             if rp.exists():
                 rp.unlink()
         barrier()
 
+    def reevaluate(self, step: int) -> None:
+        """Rebuild the results entry of a finished step from its checkpoint (docs/controller.md#recovery),
+        evaluated with the config it was trained with (the keys of identity.FREE_KEYS from this run)."""
+        path = ck.model_path(self.run_dir, step)
+        log.warning("step %d: finished (%s) but results.json has no entry for it; re-evaluating it to rebuild "
+                    "the entry", step, path)
+        config = identity.with_free_keys(self.step_configs.get(step) or self.cfg.to_dict(), self.cfg.to_dict())
+        cfg = from_dict(config, source=str(path))
+        model, saved = load_step(self.modality, cfg, self.task, step, path, self.env)
+        model.to(self.env.device)
+        test_set = self.dataset(step, "test")  # the data keys are those of the run (runfolder.redo)
+        cm = self.modality.evaluate(model, test_set, cfg, self.task, step, self.env)
+        if self.env.is_main:
+            self.record(step, cm, getattr(cm, "samples", len(test_set)), config=saved.get("config"))
+        barrier()
+
     # --------------------------------------------------------------------------------------------
-    def record(self, step: int, cm, num_test: int) -> None:
-        task = self.task
-        num_base = task.num_classes(0)
-        summary = step_summary(cm, task, num_base)
-        present = cm.present().tolist()
-        iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), present)]
-        total = task.num_classes(task.num_steps - 1)
-        reports.append_results_row(self.run_dir / "results.csv", step, iou, total, summary["all"],
-                                   oa=summary["oa"] if self.cfg.modality == "pointcloud" else None)
-        path = self.run_dir / "results.json"
-        entries = []
-        if path.is_file():
-            entries = [e for e in reports.read_results_json(path).get("steps", []) if e["step"] != step]
-        entry = reports.step_entry(step, summary, iou)
-        entry.update(num_test=num_test)
-        entries = sorted(entries + [entry], key=lambda e: e["step"])
-        results = reports.build_results(entries, task.channel_names(task.num_steps - 1), self.metadata(),
-                                        task=task.name, dataset=task.dataset, method=self.cfg.method.name,
-                                        background=task.background is not None)
-        atomic_write_text(path, reports.dumps_json(results) + "\n")
-        reports.plot_miou_per_step(self.run_dir / "miou.png", results)
-        fmt = lambda v: "  -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.2f}"
-        log.info("step %d test (%d samples): bg %s | old %s | new %s | all %s | hIoU %s | OA %s", step, num_test,
-                 fmt(summary["bg"]), fmt(summary["old"]), fmt(summary["new"]), fmt(summary["all"]),
-                 fmt(summary["hiou"]), fmt(summary["oa"]))
+    def write_results(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return recording.write_results(self.run_dir, entries, self.task, self.metadata(), method=self.cfg.method.name,
+                                       pointcloud=self.cfg.modality == "pointcloud")
+
+    def record(self, step: int, cm, num_test: int, config: dict[str, Any] | None = None) -> None:
+        base = self.step_configs[min(self.step_configs)] if self.step_configs else config
+        entry, summary = recording.step_entry(cm, self.task, step, num_test, config, base)
+        entries = [e for e in recording.read_entries(self.run_dir)[0] if e["step"] != step]
+        self.write_results(entries + [entry])
+        log.info(recording.format_summary(step, num_test, summary))
         if self.writer is not None:
             for k in ("bg", "old", "new", "all", "hiou", "oa"):
                 v = summary.get(k)
@@ -298,9 +285,11 @@ class Controller:
 
 
 def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | None = None,
-                    verbose: bool = False) -> dict[str, Any] | None:
+                    verbose: bool = False, redo_from: int | None = None) -> dict[str, Any] | None:
+    """``redo_from``: retrain step T and later with this config, keeping the finished steps before T
+    (docs/controller.md#redo-from)."""
     env = init_distributed(cfg.device)
     modality = get_modality(cfg.modality)
     setup_logging(cfg.run_dir, env, verbose)
-    ctl = Controller(cfg, env, modality, init_step0=init_step0)
+    ctl = Controller(cfg, env, modality, init_step0=init_step0, redo_from=redo_from)
     return ctl.run(parse_steps(steps, ctl.task.num_steps))

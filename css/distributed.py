@@ -115,3 +115,25 @@ def broadcast_object(obj, src: int = 0):
         dist.broadcast_object_list(box, src=src)
         return box[0]
     return obj
+
+
+def run_on_main(env: DistEnv, fn):
+    """``fn()`` on rank 0 only; its result, or the error it raised, reaches every process, so that
+    the others stop with rank 0 instead of waiting for it (docs/controller.md#one-run-per-folder)."""
+    if not env.distributed:
+        return fn()
+    if env.is_main:
+        try:
+            result = fn()
+        except BaseException as exc:
+            from css.errors import CSSError
+
+            broadcast_object(("error", exc if isinstance(exc, CSSError) else
+                              RuntimeError(f"rank 0 failed: {type(exc).__name__}: {exc}")))
+            raise
+        broadcast_object(("ok", result))
+        return result
+    kind, value = broadcast_object(None)
+    if kind == "error":
+        raise value
+    return value

@@ -81,7 +81,9 @@ class SeededDataset(Dataset):
 
     The random crop and flip of a sample then do not depend on which process or DataLoader worker
     loads it, nor on whether the run was resumed: a 2-process run sees exactly the augmented
-    batches of a 1-process run with the same global batch.
+    batches of a 1-process run with the same global batch (docs/contracts.md#global-batch).
+    The caller's RNG states are restored after the sample is loaded, so with ``num_workers: 0``
+    the main process's random stream is not reset by every sample it loads.
     """
 
     def __init__(self, dataset: Dataset, seed: int, step: int):
@@ -94,8 +96,12 @@ class SeededDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
+        caller = rng_state()
         seed_everything(derived_seed(self.seed, self.step, self.epoch, index))
-        return self.dataset[index]
+        try:
+            return self.dataset[index]
+        finally:
+            set_rng_state(caller)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -250,13 +256,21 @@ class Trainer:
             "thresholds": obj.thresholds,
             "regularizer_progress": obj.regularizer.progress_state() if obj.regularizer else None,
             "history": [vars(h) for h in self.history],
+            # The config the step trains with (docs/controller.md#config-identity), given to fit().
+            **(getattr(self, "extra_state", None) or {}),
         }
 
     def try_resume(self) -> bool:
-        """Load ``resume_file`` if present; returns True when training continues from it."""
-        if not self.resume_file.is_file():
+        """Load ``resume_file`` if present; returns True when training continues from it.
+
+        A truncated or corrupt file (a full disk, a copy cut short) is moved aside to
+        ``resume.pt.corrupt`` with a warning, and the step restarts from its beginning
+        (docs/controller.md#recovery); under DDP every process then restarts."""
+        from css.checkpoint import load_resume_state
+
+        st = load_resume_state(self.resume_file, self.env, self.settings.step)
+        if st is None:
             return False
-        st = torch.load(self.resume_file, map_location="cpu", weights_only=False)
         unwrap(self.model).load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
@@ -308,8 +322,11 @@ class Trainer:
         log.info("step %d: pseudo-label thresholds from %d batches in %.1fs (min %.4g, max %.4g)", s.step,
                  self.iters_per_epoch, time.time() - t0, float(th.min()), float(th.max()))
 
-    def fit(self) -> list[EpochLog]:
+    def fit(self, extra_state: dict[str, Any] | None = None) -> list[EpochLog]:
+        """``extra_state``: written into every resume state (the controller's config identity,
+        docs/controller.md#config-identity)."""
         env, s = self.env, self.settings
+        self.extra_state = dict(extra_state or {})
         self.try_resume()
         if self.start_epoch == 0:
             self.prepare_thresholds()
@@ -374,7 +391,10 @@ class Trainer:
                 skipped += 1  # the scaler found inf/NaN gradients and skipped this update
             self.scheduler.step()  # as in the reference, the LR steps on a skipped update too
             n += 1
-            terms = dict(terms, total=loss.detach())
+            # The logged total is everything backpropagated: the regulariser's penalty included
+            # (docs/protocol-2d.md#logging).
+            total = loss.detach() + terms["reg"].to(loss.dtype) if "reg" in terms else loss.detach()
+            terms = dict(terms, total=total)
             # An fp16 overflow that the scaler skipped counts as zero, or the epoch mean would be inf;
             # every process still adds the same keys, so the all-reduce below lines up.
             finite = torch.isfinite(loss).double()

@@ -1,24 +1,32 @@
-"""``python -m css.evaluate RUN_OR_CHECKPOINT [--steps 0-5] [key.sub=value ...]``
+"""``python -m css.evaluate RUN_OR_CHECKPOINT [--steps 0-5] [--write] [key.sub=value ...]``
 
 Recomputes the test metrics of finished steps: from a run folder (every finished step, or
 ``--steps``), from a css step checkpoint (``RUN/step3/model.pt``), or from a reference LGKD/PLOP/MiB
 checkpoint (then ``--config`` and ``--steps`` say which task and step it belongs to). Prints the
 bg/old/new/all/hIoU table; ``--json FILE`` also writes the numbers. Overrides change the
 evaluation only (e.g. ``data.root=/elsewhere data.eval_mode=whole``).
+
+``--write`` (a run folder): rebuild ``results.json``, ``results.csv`` and ``miou.png`` from the step
+checkpoints, e.g. after results.json was lost or corrupted (docs/controller.md#recovery); it takes
+the folder's lock, so it does not write while a training run uses the folder. A run folder whose
+``config.yaml`` is missing, unreadable or no longer matches the checkpoints is evaluated with the
+config its last checkpoint records (with a warning).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
+import logging
 import sys
 from pathlib import Path
 
 from css import checkpoint as ck
+from css import identity
 from css.cli import run_cli
 from css.config import apply_overrides, from_dict, load_config
 from css.errors import CSSError
+
+log = logging.getLogger("css")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config of the run (needed for reference checkpoints)")
     p.add_argument("--steps", help="steps to evaluate (default: every finished step / the checkpoint's step)")
     p.add_argument("--json", metavar="FILE", help="also write the metrics to FILE")
+    p.add_argument("--write", action="store_true",
+                   help="rebuild the run folder's results.json / results.csv from its checkpoints")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
     return p
 
@@ -37,12 +47,15 @@ def _targets(args) -> tuple[object, list[tuple[int, Path, bool]]]:
     from css.controller import parse_steps
 
     target = Path(args.target)
+    if args.write and not target.is_dir():
+        raise CSSError(f"--write rebuilds the results of a run folder; {target} is not a folder (pass RUN, "
+                       f"not RUN/stepT/model.pt)")
     if target.is_dir():
         cfg_file = target / "config.yaml"
-        if not cfg_file.is_file():
+        done = sorted(int(p.parent.name[4:]) for p in target.glob("step*/model.pt") if p.parent.name[4:].isdigit())
+        if not cfg_file.is_file() and not done:
             raise CSSError(f"{target} is not a run folder (no config.yaml); pass a run folder or a checkpoint")
-        cfg = load_config(args.config or cfg_file, args.overrides)
-        done = sorted(int(p.parent.name[4:]) for p in target.glob("step*/model.pt"))
+        cfg = load_config(args.config, args.overrides) if args.config else _run_config(target, done, args.overrides)
         if not done:
             raise CSSError(f"run folder {target} has no finished step (no step*/model.pt)")
         steps = parse_steps(args.steps, max(done) + 1) if args.steps else done
@@ -63,9 +76,60 @@ def _targets(args) -> tuple[object, list[tuple[int, Path, bool]]]:
     return load_config(args.config, args.overrides), [(int(args.steps), target, False)]
 
 
+def _run_config(run: Path, done: list[int], overrides: list[str]):
+    """The config of a run folder: config.yaml, or the last checkpoint's config when config.yaml is
+    missing, unreadable or does not match it (docs/controller.md#config-identity)."""
+    saved, problem = identity.read_config_yaml(run / "config.yaml")
+    recorded = ck.peek(ck.model_path(run, done[-1])).get("config") if done else None
+    if saved is not None and (recorded is None or not identity.changes(recorded, saved)):
+        return load_config(run / "config.yaml", overrides)
+    if recorded is None:
+        raise CSSError(f"{problem}, and no checkpoint records a config; restore it or pass --config FILE")
+    log.warning("%s; evaluating with the config %s records", problem or f"{run / 'config.yaml'} does not match "
+                f"the checkpoints", ck.model_path(run, done[-1]))
+    return from_dict(apply_overrides(recorded, overrides), source=str(ck.model_path(run, done[-1])))
+
+
+def write_run_results(run: Path, cfg, task, env, evaluated: dict) -> None:
+    """``--write``: results.json / results.csv / miou.png from the checkpoints of ``run``;
+    ``evaluated``: {step: (confusion matrix, num_test, checkpoint dict)}."""
+    from css import recording, reports
+
+    done = sorted(int(p.parent.name[4:]) for p in run.glob("step*/model.pt") if p.parent.name[4:].isdigit())
+    configs = {s: evaluated[s][2].get("config") if s in evaluated else ck.peek(ck.model_path(run, s)).get("config")
+               for s in done}
+    entries, metadata = recording.read_entries(run)
+    entries = [e for e in entries if e["step"] in done and e["step"] not in evaluated]
+    for step, (cm, num_test, saved) in sorted(evaluated.items()):
+        entries.append(recording.step_entry(cm, task, step, num_test, configs[step], configs[done[0]])[0])
+    if metadata is None:
+        last = ck.peek(ck.model_path(run, done[-1]))
+        metadata = reports.build_metadata(last.get("config") or cfg.to_dict(), protocol=cfg.protocol, seed=cfg.seed,
+                                          world_size=int(last.get("world_size") or env.world_size),
+                                          global_batch=cfg.train.batch_size, precision=cfg.train.precision)
+    recording.write_results(run, entries, task, metadata, method=cfg.method.name,
+                            pointcloud=cfg.modality == "pointcloud")
+    print(f"wrote {run / 'results.json'}, {run / 'results.csv'} (steps {sorted(e['step'] for e in entries)})")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg, targets = _targets(args)
+    lock = None
+    if args.write:
+        from css.distributed import init_distributed, run_on_main
+        from css.runlock import RunLock
+
+        lock = RunLock(args.target)
+        run_on_main(init_distributed(cfg.device), lock.acquire)
+    try:
+        return _evaluate(args, cfg, targets)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _evaluate(args, cfg, targets) -> int:
     from css.controller import step_summary
     from css.distributed import init_distributed
     from css.handover import load_step
@@ -78,12 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg.method = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality=cfg.modality)
     task = modality.task(cfg)
     keys = ("bg", "old", "new", "all", "hiou", "oa")
-    rows, out = [], []
+    rows, out, evaluated = [], [], {}
     for step, path, ours in targets:
         if step >= task.num_steps:
             raise CSSError(f"step {step} is outside task {task.name} (steps 0..{task.num_steps - 1})")
+        saved = {}
         if ours:
-            model, _ = load_step(modality, cfg, task, step, path, env)
+            model, saved = load_step(modality, cfg, task, step, path, env)
         else:
             model = modality.build_model(cfg, task.classes_per_step(step), env)
             modality.import_weights(model, str(path))
@@ -96,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         out.append({"step": step, "checkpoint": str(path), "num_test": getattr(cm, "samples", len(test_set)),
                     "summary": {k: summary[k] for k in keys}, "iou": iou,
                     "class_names": task.channel_names(step)})
+        evaluated[step] = (cm, out[-1]["num_test"], {"config": saved.get("config")})
+    if env.is_main and args.write:
+        write_run_results(Path(args.target), cfg, task, env, evaluated)
     if env.is_main:
         print(format_table(rows))
         if args.json:

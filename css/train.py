@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from css.cli import run_cli
 from css.config import load_config
+from css.errors import CheckpointError, ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -23,20 +25,61 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--init-step0", metavar="PATH",
                    help="start from this step-0 checkpoint (reference LGKD/PLOP/MiB file or a css model.pt): "
                         "step 0 is evaluated instead of trained")
+    p.add_argument("--redo-from", type=int, metavar="T",
+                   help="retrain step T and later with this config (e.g. a lower train.lr after a divergence), "
+                        "keeping the finished steps before T (docs/controller.md#redo-from)")
     p.add_argument("--verbose", "-v", action="store_true", help="print per-iteration losses")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
     return p
 
 
+def check_steps(text: str | None) -> None:
+    """Refuse a range that runs backwards ('2-0' selects no step). The rest of the ``--steps``
+    syntax and the bounds of the task are checked by the controller (docs/controller.md#command-line)."""
+    for part in str(text or "").split(","):
+        if "-" not in part:
+            continue
+        low, high = part.split("-", 1)
+        try:
+            a, b = int(low), int(high)
+        except ValueError:
+            continue  # not a range of integers: the controller reports the syntax
+        if a > b:
+            raise ConfigError(f"--steps {text!r}: the range {part.strip()} runs backwards and selects no step; "
+                              f"write the lower step first, e.g. --steps {b}-{a}")
+
+
+def check_init_step0(path: str | None) -> None:
+    """The ``--init-step0`` file(s) must exist before a run folder is made (docs/contracts.md#errors).
+    Point clouds also take 'BACKBONE,CLASSIFIER', the 3DPC-CISS file pair (docs/pointcloud-model.md#weights):
+    each part is checked."""
+    if not path:
+        return
+    parts = [path] if Path(path).is_file() else [p for p in str(path).split(",") if p] or [path]
+    for part in parts:
+        where = f"--init-step0 {path}" + (f" ({part})" if part != path else "")
+        if Path(part).is_dir():
+            raise CheckpointError(f"{where}: is a folder, not a checkpoint file; give the step-0 checkpoint "
+                                  f"itself (e.g. runs/NAME/step0/model.pt)")
+        if not Path(part).is_file():
+            raise CheckpointError(f"{where}: file not found; check the path (relative paths start from the "
+                                  f"current directory), e.g. runs/NAME/step0/model.pt or a released step-0 file")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    # Intermixed: overrides may come before, between or after the options
+    # (python -m css.train --config f.yaml --steps 0 train.lr=0.1 seed=1).
+    args = parser().parse_intermixed_args(argv)
+    check_steps(args.steps)
+    check_init_step0(args.init_step0)
     overrides = list(args.overrides)
     if args.modality:
         overrides.append(f"modality={args.modality}")
     cfg = load_config(args.config, overrides)
     from css.controller import run_from_config
 
-    run_from_config(cfg, steps=args.steps, init_step0=args.init_step0, verbose=args.verbose)
+    run_from_config(cfg, steps=args.steps, init_step0=args.init_step0, verbose=args.verbose,
+                    redo_from=args.redo_from)
     return 0
 
 

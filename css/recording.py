@@ -1,0 +1,99 @@
+"""The results files of a run folder, written by the controller and by ``css.evaluate RUN --write``.
+
+``results.json`` is the record; ``results.csv`` (docs/protocol-2d.md#results-csv) and ``miou.png``
+are rewritten from its step entries every time, so the three always agree. Every step entry
+records the config its checkpoint was trained with: ``config_hash`` and ``config_changes``
+('key: old -> new' against the run's first step; docs/controller.md#redo-from).
+A finished step is known from its checkpoint; a lost or corrupt ``results.json`` is rebuilt by
+re-evaluating the checkpoints (docs/controller.md#recovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from css import identity, reports
+from css.errors import CSSError
+from css.utils import atomic_write_text
+
+log = logging.getLogger("css")
+
+
+def read_entries(run_dir: Path, *, move_aside: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(step entries, metadata) of RUN/results.json; a corrupt file is moved aside (as
+    results.json.corrupt, with a warning) and counts as empty."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        return [], None
+    try:
+        data = reports.read_results_json(path)
+    except CSSError as exc:
+        if not move_aside:
+            raise
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+        log.warning("%s; moved it aside to %s.corrupt, its entries are rebuilt from the step checkpoints",
+                    exc, path.name)
+        return [], None
+    return list(data.get("steps", [])), data.get("metadata")
+
+
+def step_entry(cm, task, step: int, num_test: int, config: dict[str, Any] | None,
+               base_config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(results.json entry, summary) of a step's confusion matrix."""
+    summary = cm.summary(task.num_classes(0), background=task.background is not None)
+    iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
+    entry = reports.step_entry(step, summary, iou)
+    entry.update(num_test=num_test, config_hash=identity.config_hash(config),
+                 config_changes=identity.change_list(base_config, config) if config is not None else [])
+    return entry, summary
+
+
+def write_results(run_dir: Path, entries: list[dict[str, Any]], task, metadata: dict[str, Any], *, method: str,
+                  pointcloud: bool) -> dict[str, Any] | None:
+    """Write results.json, results.csv and miou.png from ``entries`` (one per step); with no
+    entries the files are removed."""
+    run_dir = Path(run_dir)
+    entries = sorted({e["step"]: e for e in entries}.values(), key=lambda e: e["step"])
+    if not entries:
+        for name in ("results.json", "results.csv", "miou.png"):
+            (run_dir / name).unlink(missing_ok=True)
+        return None
+    results = reports.build_results(entries, task.channel_names(task.num_steps - 1), metadata, task=task.name,
+                                    dataset=task.dataset, method=method, background=task.background is not None)
+    atomic_write_text(run_dir / "results.json", reports.dumps_json(results) + "\n")
+    write_csv(run_dir / "results.csv", entries, task.num_classes(task.num_steps - 1), pointcloud)
+    reports.plot_miou_per_step(run_dir / "miou.png", results)
+    return results
+
+
+def write_csv(path: Path, entries: list[dict[str, Any]], total: int, pointcloud: bool) -> None:
+    """results.csv (docs/protocol-2d.md#results-csv) from results.json step entries."""
+    rows = []
+    for e in entries:
+        iou: list[float | str] = [reports.ABSENT if v is None else float(v) for v in e["iou"]]
+        iou += [reports.NOT_SEEN] * (total - len(iou))
+        mean = e.get("mean_iou")
+        oa = e.get("summary", {}).get("oa") if pointcloud else None
+        rows.append(reports.CsvRow(int(e["step"]), iou, math.nan if mean is None else float(mean),
+                                   None if oa is None else float(oa)))
+    atomic_write_text(path, "".join(r.to_line() + "\n" for r in rows))
+
+
+def csv_matches(path: Path, entries: list[dict[str, Any]]) -> bool:
+    """Whether results.csv is readable and holds a row for exactly the steps of ``entries``."""
+    try:
+        rows = reports.read_results_csv(path)
+    except CSSError:
+        return False
+    return [r.step for r in rows] == sorted(e["step"] for e in entries)
+
+
+def format_summary(step: int, num_test: int, summary: dict[str, Any]) -> str:
+    fmt = lambda v: "  -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.2f}"
+    return (f"step {step} test ({num_test} samples): bg {fmt(summary['bg'])} | old {fmt(summary['old'])} | "
+            f"new {fmt(summary['new'])} | all {fmt(summary['all'])} | hIoU {fmt(summary['hiou'])} | "
+            f"OA {fmt(summary['oa'])}")
