@@ -39,8 +39,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 say "installing torch 2.14.1 and torchvision 0.29.1"
 "${PIP[@]}" install -q torch==2.14.1 torchvision==0.29.1
 
-say "installing numpy, h5py, pyyaml, tqdm, tensorboard, matplotlib, open3d, pytest"
-"${PIP[@]}" install -q numpy h5py pyyaml tqdm tensorboard matplotlib pillow open3d==0.20.0 pytest pytest-timeout
+say "installing numpy, h5py, pyyaml, tqdm, tensorboard, matplotlib, open3d, laspy, lazrs, pytest"
+"${PIP[@]}" install -q numpy h5py pyyaml tqdm tensorboard matplotlib pillow open3d==0.20.0 laspy lazrs pytest pytest-timeout
 
 # The torch wheel is a CUDA build, so inplace-abn compiles its CUDA kernels too. torch's own guess
 # of CUDA_HOME (parent of nvcc's bin/) is wrong on machines where nvcc is a wrapper; use the folder
@@ -68,7 +68,7 @@ say "installing css in editable mode"
 
 say "checking imports"
 "$VENV/bin/python" - <<'PY'
-import torch, torchvision, numpy, h5py, yaml, tqdm, matplotlib, open3d, inplace_abn, torch_scatter, css
+import torch, torchvision, numpy, h5py, yaml, tqdm, matplotlib, open3d, laspy, lazrs, inplace_abn, torch_scatter, css
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, "
       f"inplace_abn ok, torch_scatter {torch_scatter.__version__}, open3d {open3d.__version__}")
 PY

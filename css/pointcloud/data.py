@@ -36,7 +36,7 @@ from css.tasks import SPLITS, Task, load_task
 
 DATASETS = ("s3dis", "scannet", "folder", "synthetic")
 PROTOCOLS = ("reference", "fixed")
-PREPARE_HINT = "prepare it with python -m css.pointcloud.prepare (docs/pointcloud-datasets.md#prepare)"
+PREPARE_HINT = "prepare it with python -m css.pointcloud.prepare (docs/pointcloud-data.md#prepare)"
 
 
 # --- names and files ------------------------------------------------------------------------
@@ -221,7 +221,8 @@ def select_blocks(store: BlockStore, task: Task, step: int, split: str, *, proto
 # --- the dataset ----------------------------------------------------------------------------
 
 class BlockDataset(Dataset):
-    """The blocks of one task step and split: ``dataset[i] -> (features (9, N) float32, labels (N,) int64)``.
+    """The blocks of one task step and split: ``dataset[i] -> (features (C, N) float32, labels (N,) int64)``,
+    C = 9, or 10 with ``height_feature`` (docs/pointcloud-datasets.md#height-feature).
 
     ``ids`` are the block ids, ``indices`` their positions in ``store``. ``num_points`` points
     are drawn per access (None: all points in file order). ``seed=None`` draws from numpy's
@@ -230,8 +231,10 @@ class BlockDataset(Dataset):
     """
 
     def __init__(self, store: BlockStore, indices: np.ndarray, task: Task, step: int, split: str, *,
-                 num_points: int | None, augment: bool, seed: int | None, protocol: str, overlap: bool) -> None:
+                 num_points: int | None, augment: bool, seed: int | None, protocol: str, overlap: bool,
+                 height_feature: bool = False) -> None:
         self.store, self.indices = store, np.asarray(indices, dtype=np.int64)
+        self.height_feature = bool(height_feature)
         self.ids = [store.ids[i] for i in self.indices]
         self.task, self.step, self.split = task, step, split
         self.num_points, self.augment, self.seed = num_points, augment, seed
@@ -254,7 +257,10 @@ class BlockDataset(Dataset):
     def sample(self, block: dict[str, np.ndarray], points: np.ndarray, rng: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of the points ``points`` of a loaded block (the one code path of every
         access, so a full-coverage evaluation can pass its own index sets)."""
-        features = block_features(block["coord"][points], block["color"][points], augment=self.augment, rng=rng)
+        # the height channel counts from the whole block's lowest point, not the sample's
+        base = float(block["coord"][:, 2].min()) if self.height_feature else None
+        features = block_features(block["coord"][points], block["color"][points], augment=self.augment, rng=rng,
+                                  height_base=base)
         return torch.from_numpy(features), torch.from_numpy(np.ascontiguousarray(block["label"][points]))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,10 +272,12 @@ class BlockDataset(Dataset):
 def build_dataset(name: str, root: str | os.PathLike | None, *, task: Task, step: int, split: str,
                   num_points: int | None = 2048, augment: bool = False, seed: int | None = None,
                   protocol: str = "reference", overlap: bool = True, presence: tuple[float, int] = (0.05, 100),
-                  store: BlockStore | None = None, options: dict[str, Any] | None = None) -> BlockDataset:
+                  store: BlockStore | None = None, options: dict[str, Any] | None = None,
+                  height_feature: bool = False) -> BlockDataset:
     """The blocks of ``task`` step ``step`` and ``split`` (see the module docstring).
 
     ``store`` reuses an opened split (``open_split``) instead of opening ``root`` again.
+    ``height_feature`` adds the 10th input channel (docs/pointcloud-datasets.md#height-feature).
     """
     _check_name(name)
     _check_split(split)
@@ -283,7 +291,7 @@ def build_dataset(name: str, root: str | os.PathLike | None, *, task: Task, step
     _check_fits_store(task, store)
     indices = select_blocks(store, task, step, split, protocol=protocol, overlap=overlap, presence=presence)
     return BlockDataset(store, indices, task, step, split, num_points=num_points, augment=augment, seed=seed,
-                        protocol=protocol, overlap=overlap)
+                        protocol=protocol, overlap=overlap, height_feature=height_feature)
 
 
 # --- summary for ``python -m css.data inspect`` ----------------------------------------------

@@ -25,7 +25,7 @@ from css.tasks import Task
 
 log = logging.getLogger("css")
 
-IN_CHANNELS = 9  # xyz, rgb, normalised xyz (docs/pointcloud-datasets.md)
+IN_CHANNELS = 9  # xyz, rgb, normalised xyz (docs/pointcloud-datasets.md); 10 with data.height_feature
 LEGACY_EVAL_EPOCH = 3  # the reference's first validation runs after epoch 3 and never calls train()
 
 
@@ -47,7 +47,10 @@ class PointCloudModality:
         from css.pointcloud.models import build_model
 
         m = cfg.model
-        kwargs: dict[str, Any] = dict(in_channels=IN_CHANNELS, k=m.k, dropout=m.dropout)
+        channels = in_channels(cfg)
+        log.info("DGCNN input: %d channels (xyz, rgb, normalised xyz%s)", channels,
+                 ", height above the block minimum" if channels > IN_CHANNELS else "")
+        kwargs: dict[str, Any] = dict(in_channels=channels, k=m.k, dropout=m.dropout)
         if m.knn_chunk is not None:
             kwargs["knn_chunk"] = m.knn_chunk
         return build_model(classes_per_step, **kwargs)
@@ -102,7 +105,7 @@ class PointCloudModality:
             d.dataset, d.root, task=task, step=step, split=split, num_points=d.num_points,
             augment=train and d.augment, seed=None if train else d.eval_seed, protocol=cfg.protocol,
             overlap=d.overlap, presence=(d.presence_fraction, d.presence_min_points),
-            store=self.store(cfg, split), options=d.options or None)
+            store=self.store(cfg, split), options=d.options or None, height_feature=d.height_feature)
 
     def eval_mode_from_epoch(self, cfg) -> int | None:
         legacy = cfg.train.legacy_eval_mode
@@ -119,6 +122,13 @@ class PointCloudModality:
                         precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
                         collate=self.collate, desc=f"step {step} test",
                         drop_last=cfg.protocol == "reference", predict=class_predictor(task, step))
+
+
+def in_channels(cfg) -> int:
+    """The model's input channels: 9, or 10 with ``data.height_feature`` (docs/pointcloud-datasets.md#height-feature)."""
+    from css.pointcloud.transforms import num_features
+
+    return num_features(cfg.data.height_feature)
 
 
 def class_predictor(task: Task, step: int):

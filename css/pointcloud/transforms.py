@@ -7,7 +7,9 @@ docs/pointcloud-datasets.md#sampling. One access of a block:
 2. ``block_features`` on the sampled points: xyz made block-local (minus the minimum over the
    *sampled* points), optionally augmented (rotation about z by U(0, 2 pi) around that origin,
    then Gaussian jitter sigma 0.01 clipped to +-0.05 on xyz only, no re-shift after rotation),
-   then the features xyz, rgb / 255 and the per-axis min-max normalised xyz, shape (9, N).
+   then the features xyz, rgb / 255 and the per-axis min-max normalised xyz, shape (9, N);
+   with ``height_base`` (``data.height_feature``) a 10th channel, the height z - height_base in
+   metres (docs/pointcloud-datasets.md#height-feature).
 
 ``rng`` is anything with numpy's ``choice`` / ``uniform`` / ``normal`` methods: the ``np.random``
 module itself (the global RNG, which the training engine reseeds per sample) or a
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 NUM_FEATURES = 9
+HEIGHT_FEATURES = 1  # the optional height above the block's minimum (data.height_feature)
 JITTER_SIGMA = 0.01
 JITTER_CLIP = 0.05
 
@@ -62,14 +65,26 @@ def min_max(xyz: np.ndarray) -> np.ndarray:
     return ((xyz - low) / extent).astype(np.float32)
 
 
+def num_features(height_feature: bool = False) -> int:
+    """Input channels of the model: 9, or 10 with the height feature."""
+    return NUM_FEATURES + (HEIGHT_FEATURES if height_feature else 0)
+
+
 def block_features(coord: np.ndarray, color: np.ndarray, *, augment: bool = False,
-                   rng: Any = np.random) -> np.ndarray:
+                   rng: Any = np.random, height_base: float | None = None) -> np.ndarray:
     """Features (9, n) float32 of already sampled points: [xyz block-local (augmented when
     ``augment``), rgb / 255, min-max normalised xyz]; ``coord`` (n, 3) in scene coordinates,
-    ``color`` (n, 3) uint8."""
+    ``color`` (n, 3) uint8.
+
+    ``height_base`` (the minimum z over all points of the block, in scene coordinates) adds a
+    10th channel z - height_base: metres, from the coordinates before augmentation and never
+    normalised (docs/pointcloud-datasets.md#height-feature)."""
     xyz = np.asarray(coord, dtype=np.float32)
+    channels = []
+    if height_base is not None:
+        channels.append(xyz[:, 2:3] - np.float32(height_base))
     xyz = xyz - xyz.min(axis=0)
     if augment:
         xyz = rotate_jitter(xyz, rng)
     rgb = np.asarray(color, dtype=np.float32) / 255.0
-    return np.concatenate([xyz, rgb, min_max(xyz)], axis=1).T.copy()
+    return np.concatenate([xyz, rgb, min_max(xyz), *channels], axis=1).T.copy()

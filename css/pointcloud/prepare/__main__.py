@@ -20,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="dataset", required=True, metavar="{s3dis,scannet,folder}")
     helps = {"s3dis": "Stanford3dDataset_v1.2_Aligned_Version (Area_1 .. Area_6)",
              "scannet": "ScanNet v2 (scans/, scannetv2-labels.combined.tsv, scannetv2_{train,val}.txt)",
-             "folder": "your own scans: classes.yaml, train/ and val/ of .npz or .ply"}
+             "folder": "your own scans: classes.yaml, train/ and val/ of .npz, .ply, .las or .laz"}
     for name, text in helps.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("--raw", required=True, help="the raw dataset folder")

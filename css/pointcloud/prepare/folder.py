@@ -5,11 +5,13 @@ Layout under ``--raw``::
     classes.yaml      classes: [name0, name1, ...]   (label ids in this order)
                       ignore_label: 255              (optional; such points are stored as 255)
                       background: name or id         (optional; the class that is the model's channel 0)
-    train/<scene>.npz or <scene>.ply
-    val/<scene>.npz or <scene>.ply                   (-> test.h5)
+                      asprs: {code: name or id}      (LAS/LAZ: ASPRS classification code -> class)
+    train/<scene>.npz, .ply, .las or .laz
+    val/<scene>.npz, .ply, .las or .laz              (-> test.h5)
 
 ``.npz``: ``coord`` (N, 3) float metres, ``color`` (N, 3) 0-255 (optional: zeros), ``label`` (N,) int.
 ``.ply``: vertex x, y, z, optional red, green, blue, and a ``label`` or ``class`` property.
+``.las`` / ``.laz``: css.pointcloud.prepare.las (docs/pointcloud-data.md#laslaz).
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from css.errors import ConfigError, DataError, require
+from css.pointcloud.prepare import las
 from css.pointcloud.prepare.pipeline import Scene, SceneData, Source
 from css.pointcloud.prepare.ply import read_vertices
 from css.pointcloud.store import IGNORE_LABEL
 
 FOLDERS = {"train": "train", "test": "val"}
-SUFFIXES = (".npz", ".ply")
-_KEYS = ("classes", "ignore_label", "background")
+SUFFIXES = (".npz", ".ply")   # and las.SUFFIXES, in any case (.LAS)
+_KEYS = ("classes", "ignore_label", "background", "asprs")
 
 
 def read_classes(path: Path) -> tuple[list[str], int | None, int | None, str]:
@@ -41,7 +44,8 @@ def read_classes(path: Path) -> tuple[list[str], int | None, int | None, str]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML ({exc})") from exc
     if not isinstance(doc, dict):
-        raise ConfigError(f"{path} must be a mapping with the key 'classes' (and optionally ignore_label, background)")
+        raise ConfigError(f"{path} must be a mapping with the key 'classes' (and optionally ignore_label, "
+                          f"background, asprs)")
     unknown = [k for k in doc if k not in _KEYS]
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; valid keys are {', '.join(_KEYS)}")
@@ -129,23 +133,50 @@ def load_file(path: str, num_classes: int, ignore: int | None, *, repair: bool) 
     return SceneData(coord=coord, color=color.astype(np.uint8), labels={"reference": label})
 
 
+def _scans(directory: Path) -> tuple[list[Path], list[str]]:
+    """The scans of a split folder and the names of the other files in it (listed in the summary)."""
+    if not directory.is_dir():
+        return [], []
+    entries = sorted(directory.iterdir())
+    scans = [p for p in entries if p.is_file() and (p.suffix in SUFFIXES or las.is_las(p))]
+    return scans, [p.name for p in entries if p not in scans]
+
+
 def source(raw: str | Path) -> Source:
     raw = Path(raw)
     if not raw.is_dir():
         raise DataError(f"--raw {raw} does not exist; pass the folder holding classes.yaml, train/ and val/")
     yaml_path = raw / "classes.yaml"
     classes, ignore, background, text = read_classes(yaml_path)
-    scenes = []
+    asprs = las.read_asprs(yaml_path, text, classes)
+    scenes, notes = [], []
     for split, folder in FOLDERS.items():
         directory = raw / folder
-        files = sorted(p for p in directory.iterdir() if p.suffix in SUFFIXES) if directory.is_dir() else []
+        files, others = _scans(directory)
         if not files:
-            raise DataError(f"{directory} holds no .npz or .ply scan; put the {split} scans there "
+            raise DataError(f"{directory} holds no .npz or .ply scan (nor .las / .laz); put the {split} scans there "
                             f"(docs/pointcloud-data.md#folder)")
-        scenes += [Scene(name=p.stem, split=split, load=load_file, args=(str(p), len(classes), ignore),
-                         files=(yaml_path, p)) for p in files]
+        if others:
+            notes.append(f"{folder}/: not read (not .npz, .ply, .las or .laz): {', '.join(others[:10])}"
+                         + (f" and {len(others) - 10} more" if len(others) > 10 else ""))
+        for p in files:
+            if las.is_las(p):
+                if asprs is None:
+                    raise DataError(f"{yaml_path} has no key 'asprs', which the LAS/LAZ file {p} needs: map the "
+                                    f"ASPRS classification codes to classes, e.g. asprs: {{2: {classes[0]}}} "
+                                    f"(docs/pointcloud-data.md#laslaz)")
+                # checked here, before any scene is prepared: a missing laspy/lazrs stops at once
+                las.require_readers(p, laz=p.suffix.lower() == ".laz")
+                scenes.append(Scene(name=p.stem, split=split, load=las.load_file,
+                                    args=(str(p), tuple(int(v) for v in asprs)), files=(yaml_path, p)))
+            else:
+                scenes.append(Scene(name=p.stem, split=split, load=load_file, args=(str(p), len(classes), ignore),
+                                    files=(yaml_path, p)))
     attrs = {"background": -1 if background is None else int(background), "classes_yaml": text}
     if ignore is not None:   # absent rather than a sentinel: any integer may be a file's ignore label
         attrs["source_ignore_label"] = int(ignore)
+    described = {"classes": classes, "ignore_label": ignore, "background": background}
+    if asprs is not None:
+        described["asprs"] = {int(c): classes[v] for c, v in enumerate(asprs) if v != IGNORE_LABEL}
     return Source(dataset="folder", raw=raw, class_names=classes, scenes=scenes, attrs=attrs,
-                  notes=[f"classes.yaml: {json.dumps({'classes': classes, 'ignore_label': ignore, 'background': background})}"])
+                  notes=[f"classes.yaml: {json.dumps(described)}", *notes])
