@@ -42,20 +42,32 @@ def step_summary(cm, task: Task, num_base: int) -> dict[str, Any]:
 log = logging.getLogger("css")
 
 
-def parse_steps(text: str | None, num_steps: int) -> list[int]:
-    """'2-5', '3', '0,2' or None (all) -> sorted list of steps, checked against the task."""
+def select_steps(text: str | None) -> set[int] | None:
+    """The steps '2-5', '3' or '0,2' name (None: all), syntax checked; a range must not run
+    backwards ('2-0' selects nothing). The CLI calls it before anything is built."""
     if text is None or text == "":
-        return list(range(num_steps))
+        return None
     out: set[int] = set()
     try:
         for part in str(text).split(","):
             if "-" in part:
-                a, b = part.split("-", 1)
-                out.update(range(int(a), int(b) + 1))
+                a, b = (int(v) for v in part.split("-", 1))
+                if a > b:
+                    raise ConfigError(f"--steps {text!r}: the range {part.strip()} runs backwards and selects no "
+                                      f"step; write the lower step first, e.g. --steps {b}-{a}")
+                out.update(range(a, b + 1))
             else:
                 out.add(int(part))
     except ValueError:
         raise ConfigError(f"--steps {text!r}: write a step, a range or a list, e.g. 2-5, 3 or 0,2") from None
+    return out
+
+
+def parse_steps(text: str | None, num_steps: int) -> list[int]:
+    """'2-5', '3', '0,2' or None (all) -> sorted list of steps, checked against the task."""
+    out = select_steps(text)
+    if out is None:
+        return list(range(num_steps))
     bad = [s for s in sorted(out) if s < 0 or s >= num_steps]
     if bad:
         raise ConfigError(f"--steps {text!r}: step(s) {bad} outside this task's steps 0..{num_steps - 1}")
@@ -290,6 +302,7 @@ def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | 
     (docs/controller.md#redo-from)."""
     env = init_distributed(cfg.device)
     modality = get_modality(cfg.modality)
-    setup_logging(cfg.run_dir, env, verbose)
     ctl = Controller(cfg, env, modality, init_step0=init_step0, redo_from=redo_from)
-    return ctl.run(parse_steps(steps, ctl.task.num_steps))
+    selected = parse_steps(steps, ctl.task.num_steps)  # a bad --steps leaves no run folder behind
+    setup_logging(cfg.run_dir, env, verbose)
+    return ctl.run(selected)

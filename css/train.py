@@ -13,7 +13,7 @@ from pathlib import Path
 
 from css.cli import run_cli
 from css.config import load_config
-from css.errors import CheckpointError, ConfigError
+from css.errors import CheckpointError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,22 +31,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", "-v", action="store_true", help="print per-iteration losses")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
     return p
-
-
-def check_steps(text: str | None) -> None:
-    """Refuse a range that runs backwards ('2-0' selects no step). The rest of the ``--steps``
-    syntax and the bounds of the task are checked by the controller (docs/controller.md#command-line)."""
-    for part in str(text or "").split(","):
-        if "-" not in part:
-            continue
-        low, high = part.split("-", 1)
-        try:
-            a, b = int(low), int(high)
-        except ValueError:
-            continue  # not a range of integers: the controller reports the syntax
-        if a > b:
-            raise ConfigError(f"--steps {text!r}: the range {part.strip()} runs backwards and selects no step; "
-                              f"write the lower step first, e.g. --steps {b}-{a}")
 
 
 def check_init_step0(path: str | None) -> None:
@@ -70,14 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     # Intermixed: overrides may come before, between or after the options
     # (python -m css.train --config f.yaml --steps 0 train.lr=0.1 seed=1).
     args = parser().parse_intermixed_args(argv)
-    check_steps(args.steps)
+    from css.controller import run_from_config, select_steps
+
+    select_steps(args.steps)  # a bad --steps (e.g. the backwards range 2-0) stops before anything is built
     check_init_step0(args.init_step0)
     overrides = list(args.overrides)
     if args.modality:
         overrides.append(f"modality={args.modality}")
     cfg = load_config(args.config, overrides)
-    from css.controller import run_from_config
-
     run_from_config(cfg, steps=args.steps, init_step0=args.init_step0, verbose=args.verbose,
                     redo_from=args.redo_from)
     return 0

@@ -148,6 +148,8 @@ def test_parse_steps():
         parse_steps("5", 3)
     with pytest.raises(ConfigError, match="e.g. 2-5"):
         parse_steps("a-b", 3)
+    with pytest.raises(ConfigError, match="runs backwards.*--steps 0-2"):
+        parse_steps("2-0", 3)  # the Python API too, not only the CLI
 
 
 def test_evaluate_and_predict_from_a_run(tmp_path, capsys):
