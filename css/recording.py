@@ -46,7 +46,7 @@ def step_entry(cm, task, step: int, num_test: int, config: dict[str, Any] | None
     """(results.json entry, summary) of a step's confusion matrix."""
     summary = cm.summary(task.num_classes(0), background=task.background is not None)
     iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
-    entry = reports.step_entry(step, summary, iou)
+    entry = reports.step_entry(step, summary, iou, num_old=task.num_old_classes(step))
     entry.update(num_test=num_test, config_hash=identity.config_hash(config),
                  config_changes=identity.change_list(base_config, config) if config is not None else [])
     return entry, summary

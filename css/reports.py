@@ -15,6 +15,7 @@ which keeps it readable by the reference ``average_csv.py``.
     {
       "task": str | null, "dataset": str | null, "method": str | null,
       "steps": [{"step": t, "num_old": C_old (classes learnt before step t, 0 at step 0),
+                 "num_base": the step-0 channels (where this entry's old/new split lies),
                  "num_classes": C_cur,
                  "summary": {"bg", "old", "new", "all", "hiou"},   # this step's own split
                  "iou": [IoU of each class 0..C_cur-1, null if absent from the ground truth],
@@ -190,11 +191,16 @@ def _mean(values: Sequence[float | None]) -> float:
 
 
 # --------------------------------------------------------------------------- results.json
-def step_entry(step: int, summary: Mapping[str, Any], iou: Sequence[float | None]) -> dict[str, Any]:
-    """One ``steps`` entry of results.json from a ``ConfusionMatrix.summary`` dict."""
+def step_entry(step: int, summary: Mapping[str, Any], iou: Sequence[float | None],
+               num_old: int | None = None) -> dict[str, Any]:
+    """One ``steps`` entry of results.json from a ``ConfusionMatrix.summary`` dict.
+
+    ``num_old``: C_old, the channels learnt before this step (0 at step 0); ``num_base`` is the
+    split of the entry's old/new figures (the summary's ``num_old``: the step-0 channels)."""
     return {
         "step": int(step),
-        "num_old": int(summary["num_old"]),
+        "num_old": int(summary["num_old"] if num_old is None else num_old),
+        "num_base": int(summary["num_old"]),
         "num_classes": len(iou),
         "summary": {k: summary.get(k, math.nan) for k in _STEP_METRICS},
         "iou": list(iou),

@@ -60,3 +60,16 @@ def test_results_csv_carries_oa_for_point_clouds(tmp_path):
     assert summarize_csv_rows(rows)["oa"] == 0.75
     append_results_row(tmp_path / "img.csv", 0, [0.9], 1, 0.9)  # images: the reference layout
     assert (tmp_path / "img.csv").read_text() == "0,0.9,0.9\n"
+
+
+def test_results_entry_records_c_old_and_the_base_split():
+    """num_old is C_old of the step (channels learnt before it), num_base the step-0 channels."""
+    from css import recording
+
+    task = get_task("s3dis", "8-1")  # synthetic background + 8 classes, then one class per step
+    cm = ConfusionMatrix(task.num_classes(2))
+    cm.matrix = torch.eye(task.num_classes(2), dtype=torch.int64)
+    entry, _ = recording.step_entry(cm, task, 2, 11, None, None)
+    assert (entry["num_old"], entry["num_base"], entry["num_classes"]) == (10, 9, 11)
+    entry0, _ = recording.step_entry(ConfusionMatrix(9), task, 0, 11, None, None)
+    assert (entry0["num_old"], entry0["num_base"]) == (0, 9)
