@@ -140,6 +140,10 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     """Cap on iterations per epoch (quick experiments and tests); null = the whole loader."""
     log_interval: int = 10
+    skip_nonfinite: int = 0
+    """Skip up to this many batches per step whose loss is inf/NaN (a warning each; the next one stops
+    the run with a TrainingError); fp16 overflows, skipped by the GradScaler, do not count
+    (docs/controller.md#non-finite-losses)."""
     legacy_eval_mode: bool | None = None
     """Point clouds: train with batch norm and dropout in eval mode from epoch 4 on, as the 3DPC-CISS
     code does by accident (docs/pointcloud.md#protocol); null = on under protocol reference."""
@@ -447,6 +451,9 @@ def _check_values(cfg: Config, source: str) -> None:
         for name, val in ((f"train.{key}", getattr(t, key)), (f"train.step0.{key}", getattr(t.step0, key, None))):
             if val is not None and val <= 0:
                 raise ConfigError(f"{where}{name} must be positive, got {val}")
+    if t.skip_nonfinite < 0:
+        raise ConfigError(f"{where}train.skip_nonfinite must be >= 0 (0: stop at the first non-finite loss), "
+                          f"got {t.skip_nonfinite}")
     if t.lr <= 0 or (t.step0.lr is not None and t.step0.lr <= 0):
         raise ConfigError(f"{where}train.lr and train.step0.lr must be positive")
     if not 0 < t.lr_gamma <= 1:

@@ -132,7 +132,7 @@ class Controller:
             weight_decay=t.weight_decay, lr_power=t.lr_power, precision=t.precision,
             num_workers=self.cfg.data.num_workers, seed=self.cfg.seed, step=step,
             max_iters_per_epoch=t.max_iters_per_epoch, log_interval=t.log_interval, optimizer=t.optimizer,
-            schedule=t.schedule, lr_step=t.lr_step, lr_gamma=t.lr_gamma,
+            schedule=t.schedule, lr_step=t.lr_step, lr_gamma=t.lr_gamma, skip_nonfinite=t.skip_nonfinite,
             eval_mode_from_epoch=self.modality.eval_mode_from_epoch(self.cfg)
             if hasattr(self.modality, "eval_mode_from_epoch") else None)
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from css.checkpoint import rng_state, set_rng_state, unwrap
 from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, seed_everything
-from css.errors import CheckpointError, ConfigError
+from css.errors import CheckpointError, ConfigError, CSSError, TrainingError
 from css.metrics import ConfusionMatrix
 from css.utils import atomic_torch_save
 
@@ -52,6 +52,8 @@ class TrainSettings:
     lr_gamma: float = 0.5
     eval_mode_from_epoch: int | None = None
     """Train with norm layers and dropout in eval mode from this (0-based) epoch on; None: never."""
+    skip_nonfinite: int = 0
+    """Batches with an inf/NaN loss skipped per step before a TrainingError (docs/controller.md#non-finite-losses)."""
 
 
 def local_batch(global_batch: int, env: DistEnv, what: str = "train.batch_size") -> int:
@@ -102,6 +104,42 @@ class SeededDataset(Dataset):
             return self.dataset[index]
         finally:
             set_rng_state(caller)
+
+
+_WRAPPER = "Original Traceback (most recent call last):"
+
+
+def _original_message(exc: CSSError) -> str:
+    """The message a CSSError had in a DataLoader worker, without PyTorch's "Caught X in DataLoader
+    worker process N. Original Traceback ..." wrapper (docs/controller.md#errors-in-loader-workers).
+    The traceback text ends with ``module.ClassName: message``; a message of several lines is kept whole."""
+    text = str(exc)
+    if not text.startswith(f"Caught {type(exc).__name__} ") or _WRAPPER not in text:
+        return text
+    cls = type(exc)
+    tail = text.split(_WRAPPER, 1)[1]
+    for head in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
+        at = tail.rfind("\n" + head)
+        if at >= 0:
+            return tail[at + 1 + len(head):].rstrip("\n")
+    return text
+
+
+def _clean_worker_errors(loader: Any) -> Iterator[Any]:
+    """Iterate ``loader``; a CSSError raised in a worker process reaches the user as the same one-line
+    message as with ``num_workers: 0`` (docs/contracts.md#errors, docs/controller.md#errors-in-loader-workers)."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except CSSError as exc:
+            message = _original_message(exc)
+            if message == str(exc):
+                raise
+            raise type(exc)(message) from None
+        yield batch
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -216,6 +254,9 @@ class EpochLog:
     seconds: float
     iterations: int
     skipped: int = 0
+    """Updates skipped: fp16 overflows (GradScaler) and non-finite batches (``nonfinite``)."""
+    nonfinite: int = 0
+    """Batches skipped for an inf/NaN loss under train.skip_nonfinite (docs/controller.md#non-finite-losses)."""
 
 
 @dataclass
@@ -309,7 +350,7 @@ class Trainer:
         seed_everything(derived_seed(s.seed, s.step, 10**6, env.rank))
 
         def batches():
-            for i, batch in enumerate(self.loader):
+            for i, batch in enumerate(_clean_worker_errors(self.loader)):
                 if s.max_iters_per_epoch and i >= s.max_iters_per_epoch:
                     break
                 x, y = _to(batch, env.device)
@@ -342,6 +383,38 @@ class Trainer:
             barrier()
         return self.history
 
+    def _agreed_bad(self, bad: str | None, epoch: int, i: int, nonfinite: int) -> bool:
+        """Whether to skip this batch for a non-finite loss; raises the TrainingError when the step's
+        budget of train.skip_nonfinite is spent (docs/controller.md#non-finite-losses).
+
+        Under DDP every process takes the same decision (one all-reduce per check), or a process
+        that skips would leave the others waiting in backward."""
+        env, s = self.env, self.settings
+        if env.world_size > 1:
+            flag = all_reduce_sum(torch.tensor(float(bad is not None), device=env.device))
+            if float(flag) == 0:
+                return False
+            bad = bad or "non-finite on another process"
+        elif bad is None:
+            return False
+        used = sum(h.nonfinite for h in self.history) + nonfinite
+        where = f"step {s.step}, epoch {epoch + 1}/{s.epochs}, iteration {i + 1}"
+        if used < s.skip_nonfinite:
+            log.warning("%s: non-finite loss (%s); batch skipped (%d of train.skip_nonfinite=%d this step)",
+                        where, bad, used + 1, s.skip_nonfinite)
+            return True
+        if epoch > 0:
+            kept = (f"The state after epoch {epoch} (the last finished one) is kept in {self.resume_file}; "
+                    f"re-running the same command resumes from it")
+        else:
+            kept = (f"No epoch of step {s.step} has finished, so re-running the same command restarts "
+                    f"step {s.step} from its beginning")
+        skipped = f"after skipping {used} such batch(es) this step, " if used else ""
+        raise TrainingError(
+            f"non-finite loss at {where} ({bad}); {skipped}training stopped. {kept}. Fix: lower train.lr, "
+            f"check the data and labels, or skip a few such batches with train.skip_nonfinite={used + 1} "
+            f"(docs/controller.md#non-finite-losses)")
+
     def _set_epoch(self, epoch: int) -> None:
         self.loader.sampler.set_epoch(epoch)
         self.loader.dataset.set_epoch(epoch)
@@ -355,21 +428,30 @@ class Trainer:
         t0 = time.time()
         n = 0
         skipped = 0
-        it = _progress(self.loader, env, self.iters_per_epoch, f"step {s.step} epoch {epoch + 1}/{s.epochs}")
+        nonfinite = 0  # batches skipped for train.skip_nonfinite (a subset of skipped)
+        it = _progress(_clean_worker_errors(self.loader), env, self.iters_per_epoch,
+                       f"step {s.step} epoch {epoch + 1}/{s.epochs}")
         for i, batch in enumerate(it):
             if i >= self.iters_per_epoch:
                 break
             x, y = _to(batch, env.device)
+            bad = None  # the non-finite terms of this batch, or None (docs/controller.md#non-finite-losses)
             with autocast(env.device, s.precision):
                 old = self._old_outputs(x)
                 out = self.model(x)
-                loss, terms = self.objective(out, old, y)
-            if not torch.isfinite(loss):
-                if s.precision != "fp16":  # under fp16 the scaler skips the update (counted below)
-                    desc = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-                    raise FloatingPointError(
-                        f"non-finite loss at step {s.step}, epoch {epoch + 1}, iteration {i + 1} ({desc}); "
-                        f"lower train.lr or check the data/labels")
+                try:
+                    loss, terms = self.objective(out, old, y)
+                except FloatingPointError as exc:  # Local POD checks its layer losses itself
+                    bad = f"pod: {exc}"
+            # Under fp16 an inf/NaN loss is an overflow: the scaler skips the update (counted below).
+            if bad is None and s.precision != "fp16" and not torch.isfinite(loss):
+                bad = _nonfinite_terms(terms, loss)
+            if self._agreed_bad(bad, epoch, i, nonfinite):
+                self.scheduler.step()  # the LR steps on a skipped batch, as on an fp16 overflow
+                nonfinite += 1
+                skipped += 1
+                n += 1
+                continue
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if self.objective.regularizer is not None:
@@ -381,6 +463,16 @@ class Trainer:
                 if not self.scaler.is_enabled() or _gradients_finite(self.optimizer):
                     self.objective.after_backward(unwrap(self.model))
                 reg = self.objective.regularizer_loss(unwrap(self.model))
+                reg_bad = None
+                if reg is not None and s.precision != "fp16" and not torch.isfinite(reg):
+                    reg_bad = _nonfinite_terms(dict(terms, reg=reg.detach()), loss)
+                if self._agreed_bad(reg_bad, epoch, i, nonfinite):
+                    self.optimizer.zero_grad(set_to_none=True)  # no update from this batch
+                    self.scheduler.step()
+                    nonfinite += 1
+                    skipped += 1
+                    n += 1
+                    continue
                 if reg is not None and reg.requires_grad:
                     reg.backward()
                     terms["reg"] = reg.detach()
@@ -415,9 +507,10 @@ class Trainer:
         count = totals.pop("_count", 0.0)
         means = {k: v / max(1.0, count) for k, v in totals.items()}
         entry = EpochLog(epoch=epoch + 1, terms=means, lr=self.optimizer.param_groups[0]["lr"],
-                         seconds=time.time() - t0, iterations=n, skipped=skipped)
-        log.info("step %d epoch %d/%d: %s | lr %.2e | %.1fs", s.step, epoch + 1, s.epochs,
-                 " ".join(f"{k} {v:.4f}" for k, v in means.items()), entry.lr, entry.seconds)
+                         seconds=time.time() - t0, iterations=n, skipped=skipped, nonfinite=nonfinite)
+        log.info("step %d epoch %d/%d: %s | lr %.2e | %.1fs%s", s.step, epoch + 1, s.epochs,
+                 " ".join(f"{k} {v:.4f}" for k, v in means.items()), entry.lr, entry.seconds,
+                 f" | skipped {skipped}" if skipped else "")
         if self.writer is not None:
             for k, v in means.items():
                 self.writer.add_scalar(f"step{s.step}/loss_{k}", v, epoch + 1)
@@ -439,7 +532,7 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env:
     model.eval()
     cm = ConfusionMatrix(num_classes, device=env.device)
     seen = torch.zeros((), dtype=torch.int64, device=env.device)
-    for batch in _progress(loader, env, len(loader), desc):
+    for batch in _progress(_clean_worker_errors(loader), env, len(loader), desc):
         x, y = _to(batch, env.device)
         seen += x.shape[0]
         with autocast(env.device, precision):
@@ -451,6 +544,13 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env:
     cm.samples = int(all_reduce_sum(seen))
     model.train(was_training)
     return cm
+
+
+def _nonfinite_terms(terms: dict[str, Any], loss: torch.Tensor) -> str:
+    """``ce=nan, kd=inf``: the loss terms that are not finite (the total when no term is)."""
+    vals = {k: float(v) for k, v in terms.items()}
+    bad = {k: v for k, v in vals.items() if not math.isfinite(v)} or {"total": float(loss)}
+    return ", ".join(f"{k}={v}" for k, v in bad.items())
 
 
 def finite_or_none(v: float) -> float | None:

@@ -40,3 +40,7 @@ def require(module: str, *, needed_for: str, install: str):
             f"{needed_for} needs the Python package '{module}', which cannot be imported ({exc}). "
             f"Install it with: {install} (scripts/setup.sh does this)."
         ) from exc
+
+
+class TrainingError(CSSError):
+    """Training cannot continue: a loss turned inf/NaN (docs/controller.md#non-finite-losses)."""
