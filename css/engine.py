@@ -13,20 +13,23 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import Dataset
 
 from css.checkpoint import rng_state, set_rng_state, unwrap
 from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, seed_everything
-from css.errors import CheckpointError, ConfigError, CSSError, TrainingError
+from css.errors import CheckpointError, TrainingError
 from css.metrics import ConfusionMatrix
 from css.utils import atomic_torch_save
+# Loaders and schedules live in their own modules; their names stay importable from here.
+from css.loaders import (SeededDataset, _clean_worker_errors, _progress, _seed_worker, _to,  # noqa: F401
+                         eval_loader, local_batch, train_loader)
+from css.schedules import build_optimizer, build_schedule, poly_lambda, step_lambda  # noqa: F401
 
 log = logging.getLogger("css")
 
@@ -56,15 +59,6 @@ class TrainSettings:
     """Batches with an inf/NaN loss skipped per step before a TrainingError (docs/controller.md#non-finite-losses)."""
 
 
-def local_batch(global_batch: int, env: DistEnv, what: str = "train.batch_size") -> int:
-    """Each process takes global / world size samples (docs/contracts.md#global-batch: the config
-    holds the global batch)."""
-    if global_batch % env.world_size:
-        raise ConfigError(f"{what}={global_batch} is the GLOBAL batch and must be divisible by the "
-                          f"number of processes ({env.world_size}); choose a multiple of {env.world_size}")
-    return global_batch // env.world_size
-
-
 def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
     """Whether every gradient the optimizer would apply is finite (one device sync)."""
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -76,174 +70,6 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-class SeededDataset(Dataset):
-    """Draws each sample's augmentation from a seed of (seed, step, epoch, index).
-
-    The random crop and flip of a sample then do not depend on which process or DataLoader worker
-    loads it, nor on whether the run was resumed: a 2-process run sees exactly the augmented
-    batches of a 1-process run with the same global batch (docs/contracts.md#global-batch).
-    The caller's RNG states are restored after the sample is loaded, so with ``num_workers: 0``
-    the main process's random stream is not reset by every sample it loads.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int, step: int):
-        self.dataset, self.seed, self.step, self.epoch = dataset, seed, step, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        caller = rng_state()
-        seed_everything(derived_seed(self.seed, self.step, self.epoch, index))
-        try:
-            return self.dataset[index]
-        finally:
-            set_rng_state(caller)
-
-
-_WRAPPER = "Original Traceback (most recent call last):"
-
-
-def _original_message(exc: CSSError) -> str:
-    """The message a CSSError had in a DataLoader worker, without PyTorch's "Caught X in DataLoader
-    worker process N. Original Traceback ..." wrapper (docs/controller.md#errors-in-loader-workers).
-    The traceback text ends with ``module.ClassName: message``; a message of several lines is kept whole."""
-    text = str(exc)
-    if not text.startswith(f"Caught {type(exc).__name__} ") or _WRAPPER not in text:
-        return text
-    cls = type(exc)
-    tail = text.split(_WRAPPER, 1)[1]
-    for head in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__qualname__}: "):
-        at = tail.rfind("\n" + head)
-        if at >= 0:
-            return tail[at + 1 + len(head):].rstrip("\n")
-    return text
-
-
-def _clean_worker_errors(loader: Any) -> Iterator[Any]:
-    """Iterate ``loader``; a CSSError raised in a worker process reaches the user as the same one-line
-    message as with ``num_workers: 0`` (docs/contracts.md#errors, docs/controller.md#errors-in-loader-workers)."""
-    it = iter(loader)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except CSSError as exc:
-            message = _original_message(exc)
-            if message == str(exc):
-                raise
-            raise type(exc)(message) from None
-        yield batch
-
-
-def _seed_worker(worker_id: int) -> None:
-    # DataLoader gives every worker torch seed base_seed + id; derive numpy/python from it so
-    # augmentations that use them are reproducible too.
-    import random
-
-    import numpy as np
-
-    s = torch.initial_seed() % (2**32)
-    np.random.seed(s)
-    random.seed(s)
-
-
-def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Callable | None = None) -> DataLoader:
-    """Shuffled, drop_last loader over this process's shard (docs/protocol-2d.md#processes-and-batch:
-    DistributedSampler with seed 0 + set_epoch, drop_last=True)."""
-    if len(dataset) == 0:
-        raise ConfigError(f"the training set of step {s.step} is empty: no image/block holds a class of this "
-                          f"step; check data.root, the task and data.overlap")
-    b = local_batch(s.batch_size, env)
-    dataset = SeededDataset(dataset, s.seed, s.step)
-    sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=0, drop_last=False)
-    if len(sampler) < b:
-        raise ConfigError(f"step {s.step}: the training set has {len(dataset)} samples, fewer than one batch "
-                          f"of {s.batch_size} (drop_last); lower train.batch_size")
-    return DataLoader(dataset, batch_size=b, sampler=sampler, num_workers=s.num_workers, drop_last=True,
-                      pin_memory=env.device.type == "cuda", worker_init_fn=_seed_worker, collate_fn=collate,
-                      persistent_workers=False)
-
-
-class _ShardSampler(Sampler[int]):
-    """Every process takes indices rank, rank + W, ... without padding, so no sample is counted twice."""
-
-    def __init__(self, n: int, rank: int, world: int):
-        self.indices = list(range(rank, n, world))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-
-def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: str, num_workers: int = 0,
-                collate: Callable | None = None, drop_last: bool = False) -> DataLoader:
-    """``drop_last``: leave out the last incomplete batch (the 3DPC-CISS test loader does,
-    docs/pointcloud.md#protocol)."""
-    b = local_batch(batch_size, env, "train.eval_batch_size")
-    if protocol == "reference":
-        # docs/protocol-2d.md#processes-and-batch: the reference test sampler shuffles and pads to a
-        # multiple of W (up to W-1 images counted twice).
-        sampler: Sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,
-                                              shuffle=env.world_size > 1, seed=0)
-    else:
-        sampler = _ShardSampler(len(dataset), env.rank, env.world_size)
-    return DataLoader(dataset, batch_size=b, sampler=sampler, num_workers=num_workers,
-                      pin_memory=env.device.type == "cuda", collate_fn=collate, drop_last=drop_last)
-
-
-def poly_lambda(max_iters: int, power: float) -> Callable[[int], float]:
-    """lr_i = base_lr * (1 - i / max_iters) ** power, i = scheduler steps so far
-    (docs/protocol-2d.md#optimiser-and-schedule)."""
-    return lambda i: max(0.0, 1.0 - i / max_iters) ** power
-
-
-def step_lambda(iters_per_epoch: int, step_epochs: int, gamma: float) -> Callable[[int], float]:
-    """StepLR by epochs, stepped per iteration: lr_i = base_lr * gamma ** (epoch(i) // step_epochs)
-    (docs/config.md#optimisers; 3DPC-CISS: 50 epochs, 0.5)."""
-    return lambda i: gamma ** ((i // max(1, iters_per_epoch)) // step_epochs)
-
-
-def build_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    # One optimiser over every trainable parameter, all with weight decay (norms and biases too):
-    # SGD Nesterov for images (docs/protocol-2d.md#optimiser-and-schedule), Adam with coupled L2 for
-    # point clouds (docs/config.md#optimisers).
-    params = [p for p in unwrap(model).parameters() if p.requires_grad]
-    if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-    if s.optimizer != "sgd":
-        raise ConfigError(f"train.optimizer: {s.optimizer!r} is not one of sgd, adam")
-    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
-
-
-def build_schedule(s: TrainSettings, iters_per_epoch: int, max_iters: int) -> Callable[[int], float]:
-    if s.schedule == "step":
-        return step_lambda(iters_per_epoch, s.lr_step, s.lr_gamma)
-    if s.schedule != "poly":
-        raise ConfigError(f"train.schedule: {s.schedule!r} is not one of poly, step")
-    return poly_lambda(max_iters, s.lr_power)
-
-
-def _to(batch, device):
-    x, y = batch
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-
-
-def _progress(iterable, env: DistEnv, total: int, desc: str):
-    if env.is_main and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-    return iterable
 
 
 @dataclass
