@@ -2,50 +2,15 @@
 (docs/contracts.md#global-batch: results must not depend on how many processes share the batch)."""
 
 import json
-import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _tiny import TINY, write_config  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, cfg_path: str, init_step0: str | None) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from css.config import load_config
-    from css.controller import run_from_config
-    from css.distributed import shutdown
-
-    try:
-        run_from_config(load_config(cfg_path), init_step0=init_step0)
-    finally:
-        shutdown()
-
-
-def _run(world: int, cfg: Path, init_step0: Path | None = None) -> None:
-    mp.spawn(_worker, args=(world, _free_port(), str(cfg), init_step0 and str(init_step0)), nprocs=world, join=True)
-
-
-def _history(run: Path, step: int):
-    return torch.load(run / f"step{step}" / "model.pt", weights_only=False)["history"]
-
-
-def _close(a: dict, b: dict, rel: float) -> bool:
-    assert set(a) == set(b)
-    return all(abs(a[k] - b[k]) <= rel * max(1e-3, abs(a[k])) for k in a)
+from _spawn import close as _close, history as _history, run as _run  # noqa: E402
 
 
 def test_two_process_gloo_run_matches_one_process(tmp_path):
@@ -59,10 +24,10 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
     1e-3, which still catches a wrongly averaged gradient (a doubled step moves the loss ~2%)."""
     runs = tmp_path / "runs"
     train = dict(TINY["train"], max_iters_per_epoch=1)
-    _run(1, write_config(tmp_path, name="one", train=train))
-    _run(2, write_config(tmp_path, name="two", train=train))
+    _run(1, (write_config(tmp_path, name="one", train=train), None))
+    _run(2, (write_config(tmp_path, name="two", train=train), None))
     # A 2-process run that starts from the 1-process step-0 model: step 1 starts from equal weights.
-    _run(2, write_config(tmp_path, name="init", train=train), init_step0=runs / "one" / "step0" / "model.pt")
+    _run(2, (write_config(tmp_path, name="init", train=train), runs / "one" / "step0" / "model.pt"))
     one, two, init = runs / "one", runs / "two", runs / "init"
     h1, h2 = _history(one, 0), _history(two, 0)
     assert [e["iterations"] for e in h1] == [e["iterations"] for e in h2] == [1, 1]

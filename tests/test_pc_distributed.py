@@ -2,53 +2,12 @@
 (docs/contracts.md#global-batch: results must not depend on how many processes share the batch)."""
 
 import json
-import os
-import socket
 import sys
 from pathlib import Path
 
-import torch
-import torch.multiprocessing as mp
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _pc_tiny import PC_TINY, write_pc_config  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, jobs: list[tuple[str, str | None]]) -> None:
-    """Run the configs of ``jobs`` (config path, --init-step0 or None) one after the other in one
-    process group (one spawn instead of one per run: the imports cost seconds per process)."""
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    from css.config import load_config
-    from css.controller import run_from_config
-    from css.distributed import shutdown
-
-    try:
-        for cfg_path, init_step0 in jobs:
-            run_from_config(load_config(cfg_path), init_step0=init_step0)
-    finally:
-        shutdown()
-
-
-def _run(world: int, *jobs: tuple[Path, Path | None]) -> None:
-    jobs = [(str(cfg), init and str(init)) for cfg, init in jobs]
-    mp.spawn(_worker, args=(world, _free_port(), jobs), nprocs=world, join=True)
-
-
-def _history(run: Path, step: int):
-    return torch.load(run / f"step{step}" / "model.pt", weights_only=False)["history"]
-
-
-def _close(a: dict, b: dict, rel: float) -> bool:
-    assert set(a) == set(b)
-    return all(abs(a[k] - b[k]) <= rel * max(1e-3, abs(a[k])) for k in a)
+from _spawn import close as _close, history as _history, run as _run  # noqa: E402
 
 
 def test_two_process_gloo_point_cloud_run_matches_one_process(tmp_path):

@@ -22,6 +22,7 @@ from css.pointcloud.models import MCDropout
 from css.reports import read_results_csv
 
 from _pc_tiny import write_pc_config
+from _run_folder import crash_in_step1_epoch1
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,19 +104,12 @@ def test_interrupted_point_cloud_run_resumes_to_identical_result(finished, monke
     augmentation) continues exactly where the interrupted epoch left it."""
     tmp_path, full = finished  # the same synthetic cache folder and output folder as the full run
     part = load_config(write_pc_config(tmp_path, name="part"))
-    original = engine.Trainer._epoch
-
-    def crash(self, epoch):
-        if self.settings.step == 1 and epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(engine.Trainer, "_epoch", crash)
+    undo = crash_in_step1_epoch1(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_from_config(part)
     resume = tmp_path / "runs" / "part" / "step1" / "resume.pt"
     assert resume.is_file() and torch.load(resume, weights_only=False)["epoch"] == 1
-    monkeypatch.setattr(engine.Trainer, "_epoch", original)
+    undo()
     run_from_config(part)
     assert not resume.exists()
     a, b = _final(full), _final(tmp_path / "runs" / "part")

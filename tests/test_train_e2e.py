@@ -12,12 +12,12 @@ import pytest
 import torch
 import yaml
 
-from css import engine
 from css.config import load_config
 from css.controller import parse_steps, run_from_config
 from css.errors import CheckpointError, ConfigError
 from css.reports import read_results_csv
 
+from _run_folder import crash_in_step1_epoch1
 from _tiny import write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,19 +76,12 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch, meth
     run_from_config(full)
     # Interrupt the second run during step 1's second epoch (after its first epoch was saved).
     part = load_config(write_config(tmp_path, name="part", **extra))
-    original = engine.Trainer._epoch
-
-    def crash(self, epoch):
-        if self.settings.step == 1 and epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(engine.Trainer, "_epoch", crash)
+    undo = crash_in_step1_epoch1(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_from_config(part)
     resume = tmp_path / "runs" / "part" / "step1" / "resume.pt"
     assert resume.is_file() and torch.load(resume, weights_only=False)["epoch"] == 1
-    monkeypatch.setattr(engine.Trainer, "_epoch", original)
+    undo()
     if method is not None:  # a resume file of an earlier css (next-step state only) is refused
         state = torch.load(resume, weights_only=False)
         old = dict(state, regularizer=state["regularizer_progress"])
