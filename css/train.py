@@ -47,7 +47,9 @@ def check_init_step0(path: str | None) -> None:
                                   f"itself (e.g. runs/NAME/step0/model.pt)")
         if not Path(part).is_file():
             raise CheckpointError(f"{where}: file not found; check the path (relative paths start from the "
-                                  f"current directory), e.g. runs/NAME/step0/model.pt or a released step-0 file")
+                                  f"current directory), e.g. runs/NAME/step0/model.pt or a released step-0 file "
+                                  f"(the LGKD models linked from https://github.com/Ze-Yang/LGKD, the 3DPC-CISS "
+                                  f"end_base_model_checkpoint.tar from https://github.com/leolyj/3DPC-CISS)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,8 @@ class ImageModality:
         if not path.is_file():
             raise CheckpointError(
                 f"model.pretrained: ImageNet weights {path} not found. Download resnet101_iabn_sync.pth.tar (the "
-                f"InPlaceABN ImageNet ResNet-101 released with the LGKD code, see docs/protocol-2d.md#weights) "
+                f"ImageNet ResNet-101 with synchronised InPlaceABN, released with the LGKD code at "
+                f"https://github.com/Ze-Yang/LGKD/releases/download/v1.0/resnet101_iabn_sync.pth.tar) "
                 f"into {path.parent}/, or train from random weights with model.pretrained=null")
         report = load_reference_weights(model, path)
         log.info("loaded ImageNet backbone %s (%s)", path, report)

@@ -36,7 +36,10 @@ from css.tasks import SPLITS, Task, load_task
 
 DATASETS = ("s3dis", "scannet", "folder", "synthetic")
 PROTOCOLS = ("reference", "fixed")
-PREPARE_HINT = "prepare it with python -m css.pointcloud.prepare (docs/pointcloud-data.md#prepare)"
+PREPARE_HINT = ("prepare it with python -m css.pointcloud.prepare (docs/pointcloud-data.md#prepare) from the raw "
+                "release: S3DIS (Stanford3dDataset_v1.2_Aligned_Version) at "
+                "http://buildingparser.stanford.edu/dataset.html, ScanNet v2 at http://www.scan-net.org/, "
+                "or your own scans")
 
 
 # --- names and files ------------------------------------------------------------------------

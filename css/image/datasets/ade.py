@@ -18,7 +18,8 @@ LAYOUT = """\
 <root>/ADEChallengeData2016/
     images/training/<id>.jpg          annotations/training/<id>.png     (train split)
     images/validation/<id>.jpg        annotations/validation/<id>.png   (test split)
-  labels 0..150 (0 = void/other); scripts/data/prepare_ade20k.sh <root> downloads it."""
+  labels 0..150 (0 = void/other); scripts/data/prepare_ade20k.sh <root> downloads it (ADE20k,
+  the SceneParsing release of MIT CSAIL, http://sceneparsing.csail.mit.edu/)."""
 
 
 def list_split(root: Path, split: str) -> Listing:

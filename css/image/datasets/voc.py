@@ -23,7 +23,9 @@ LAYOUT = """\
     list/train_aug.txt                (train split)
     list/val.txt                      (test split)
   each list line: "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png"
-  scripts/data/prepare_voc.sh <root> downloads and prepares this layout."""
+  scripts/data/prepare_voc.sh <root> downloads and prepares this layout: Pascal VOC 2012 from
+  http://host.robots.ox.ac.uk/pascal/VOC/voc2012/ and the SegmentationClassAug labels (VOC 2012
+  completed with SBD, http://home.bharathh.info/pubs/codes/SBD/download.html)."""
 
 
 def voc_root(root: Path) -> Path:

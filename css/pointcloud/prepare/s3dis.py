@@ -30,9 +30,11 @@ def find_root(raw: Path) -> Path:
             return candidate
     if not raw.is_dir():
         raise DataError(f"--raw {raw} does not exist; pass the folder holding Area_1 .. Area_6 "
-                        f"(or its parent holding {RELEASE}/)")
+                        f"(or its parent holding {RELEASE}/, the S3DIS release published at "
+                        f"http://buildingparser.stanford.edu/dataset.html)")
     raise DataError(f"--raw {raw} holds no Area_<a> folder (nor {RELEASE}/Area_<a>); pass the folder "
-                    f"holding Area_1 .. Area_6 of the S3DIS release")
+                    f"holding Area_1 .. Area_6 of the S3DIS release ({RELEASE}, published at "
+                    f"http://buildingparser.stanford.edu/dataset.html)")
 
 
 def class_of(path: Path) -> int:

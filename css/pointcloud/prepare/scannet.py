@@ -42,8 +42,10 @@ def _find(raw: Path, name: str) -> Path:
     for candidate in (raw / name, raw / "meta" / name):
         if candidate.is_file():
             return candidate
-    raise DataError(f"{raw} has no {name} (looked in {raw} and {raw / 'meta'}); it comes with the ScanNet v2 "
-                    f"release (the TSV) and the ScanNet repository (Tasks/Benchmark/*.txt)")
+    raise DataError(f"{raw} has no {name} (looked in {raw} and {raw / 'meta'}); the label TSV comes with the "
+                    f"ScanNet v2 release (http://www.scan-net.org/), the split lists scannetv2_train.txt and "
+                    f"scannetv2_val.txt with the ScanNet repository (https://github.com/ScanNet/ScanNet, "
+                    f"Tasks/Benchmark/)")
 
 
 def read_label_map(path: Path) -> dict[str, tuple[int, int, int]]:
@@ -152,8 +154,8 @@ def source(raw: str | Path) -> Source:
         raise DataError(f"{len(missing)} of the {3 * len(split_of)} raw files expected for the "
                         f"{len(split_of)} scenes of {LISTS['train']} and {LISTS['test']} are missing: "
                         + ", ".join(str(p) for p in missing[:10]) + (" ..." if len(missing) > 10 else "")
-                        + "; download them (download-scannet.py --type _vh_clean_2.ply etc.) or remove "
-                          "the scenes from the lists")
+                        + "; download them with ScanNet's download-scannet.py (http://www.scan-net.org/, e.g. "
+                          "--type _vh_clean_2.ply) or remove the scenes from the lists")
     scenes = [Scene(name=s, split=split_of[s], load=load_scene, args=(str(scans), s, labels),
                     files=(tsv, *(scans / s / f for f in scene_files(s)))) for s in sorted(split_of)]
     unlisted = sorted(p.name for p in scans.iterdir() if p.is_dir() and p.name not in split_of)
