@@ -5,7 +5,7 @@ every iteration), #processes-and-batch and #mixed-precision (DDP, mixed precisio
 GradScaler replace apex O1), #loss-composition (the per-iteration order: old model under no_grad,
 objective, backward, regulariser, optimiser and scheduler steps).
 
-The engine knows nothing about steps beyond the objective it is given (docs/contracts.md#data-flow).
+The engine knows nothing about steps beyond the objective it is given (docs/architecture.md#data-flow-of-one-step).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a modality supplies to the modality-agnostic controller (docs/contracts.md#data-flow).
+"""What a modality supplies to the modality-agnostic controller (docs/architecture.md#the-modality-contract).
 
 A modality builds the model of a step (one classifier head per step), the datasets of a step and
 split (already filtered and remapped for the task), loads pretrained weights and imports foreign
