@@ -407,7 +407,8 @@ def _check_values(cfg: Config, source: str) -> None:
             if val is not None and val <= 0:
                 raise ConfigError(f"{where}{name} must be positive, got {val}")
     if t.best_on_test_every <= 0:
-        raise ConfigError(f"{where}train.best_on_test_every must be a positive number of epochs, got {t.best_on_test_every}")
+        raise ConfigError(f"{where}train.best_on_test_every must be a positive number of epochs, "
+                          f"got {t.best_on_test_every}")
     if t.skip_nonfinite < 0:
         raise ConfigError(f"{where}train.skip_nonfinite must be >= 0 (0: stop at the first non-finite loss), "
                           f"got {t.skip_nonfinite}")

@@ -1,12 +1,13 @@
 """Method presets and the per-step objective.
 
-A *method* (FT, LwF, LwF-MC, ILT, EWC, RW, PI, MiB, PLOP, LGKD, lgkd-only, mib+lgkd, and for point
-clouds F&A and 3DPC-CISS) is a recipe of losses and options, docs/methods.md#presets. ``resolve_method`` fills the fields of a
-``MethodConfig`` that the user left null from the preset; unlike the reference
-(docs/protocol-2d.md#methods) a value the user gave is never overwritten. An ``Objective`` is the
-method instantiated for one step: it knows the old and new class counts and computes the loss of one
-batch from the new and old model outputs (docs/protocol-2d.md#loss-composition), modality-agnostic
-(logits (B, C, *S)).
+A *method* (FT, LwF, LwF-MC, ILT, EWC, RW, PI, MiB, PLOP, LGKD, lgkd-only, mib+lgkd, F&A, and for
+point clouds 3DPC-CISS) is a recipe of losses and options, docs/methods.md#presets.
+``resolve_method`` fills the fields of a ``MethodConfig`` that the user left null from the preset;
+unlike the reference (docs/protocol-2d.md#methods) a value the user gave is never overwritten. An
+``Objective`` is the method instantiated for one step: it knows the old and new class counts and
+computes the loss of one batch from the new and old model outputs
+(docs/protocol-2d.md#loss-composition), modality-agnostic (logits (B, C, *S)); 3DPC-CISS also reads
+the point coordinates of the batch (css.methods_pc).
 """
 
 from __future__ import annotations
