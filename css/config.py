@@ -149,6 +149,13 @@ class TrainConfig:
     legacy_eval_mode: bool | None = None
     """Point clouds: train with batch norm and dropout in eval mode from epoch 4 on, as the 3DPC-CISS
     code does by accident (docs/pointcloud.md#protocol); null = on under protocol reference."""
+    select_best_on_test: bool | None = None
+    """Keep the epoch with the best test mIoU as the step's model, evaluated every
+    ``best_on_test_every`` epochs: the 3DPC-CISS joint training does this, which selects on the
+    test set (docs/pointcloud-baselines.md#joint-training); null = on under protocol reference for
+    a point-cloud task of one step (joint training), off otherwise."""
+    best_on_test_every: int = 3
+    """Epochs between two test evaluations of ``select_best_on_test`` (3, the reference's interval)."""
 
 
 @dataclass
@@ -200,6 +207,31 @@ class MethodConfig:
     pseudo_bins: int | None = None
     adaptive_factor: bool | None = None
     init_balanced: bool | None = None
+    freeze_body: bool | None = None
+    """Freeze and add (docs/pointcloud-baselines.md#freeze-and-add): at an incremental step only the
+    new head learns; the body and the old heads keep model(t-1)'s weights and stay in eval mode."""
+    # 3DPC-CISS (method 3dpc-ciss, docs/pointcloud-ciss.md#configuration); null = from the
+    # preset, the dataset and the protocol.
+    ciss_threshold: float | None = None
+    """Uncertainty threshold tau; null = 0.0065 on S3DIS, 0.0045 on ScanNet (S3DIS's elsewhere)."""
+    ciss_neighbours: int | None = None
+    """K: neighbours per point (the point itself included) for uncertainty and propagation; null = 12."""
+    ciss_centres: int | None = None
+    """Farthest-point-sampled centres per block of the GFT loss; null = ceil(N / 4) (512 for N = 2048)."""
+    ciss_gft_neighbours: int | None = None
+    """Points per GFT centre (itself included); null = 12."""
+    ciss_gft_weight: float | None = None
+    """Weight of the GFT loss; null = 1."""
+    ciss_pooled_neighbours: bool | None = None
+    """Neighbours searched over the whole batch pooled (the published code); null = on under reference."""
+    ciss_reference_offset: bool | None = None
+    """Propagated labels off by one (the published code); null = on under reference."""
+    ciss_overwrite_novel: bool | None = None
+    """Uncertain novel ground truth overwritten by propagation (the published code); null = on under reference."""
+    ciss_reference_nan: bool | None = None
+    """No epsilon in the neighbour weights (NaN -> certain, the published code); null = on under reference."""
+    ciss_reference_unannotated: bool | None = None
+    """Propagated background -> ignored (the published ScanNet layout); null = on under reference on ScanNet."""
 
 
 @dataclass
@@ -374,6 +406,9 @@ def _check_values(cfg: Config, source: str) -> None:
         for name, val in ((f"train.{key}", getattr(t, key)), (f"train.step0.{key}", getattr(t.step0, key, None))):
             if val is not None and val <= 0:
                 raise ConfigError(f"{where}{name} must be positive, got {val}")
+    if t.best_on_test_every <= 0:
+        raise ConfigError(f"{where}train.best_on_test_every must be a positive number of epochs, "
+                          f"got {t.best_on_test_every}")
     if t.skip_nonfinite < 0:
         raise ConfigError(f"{where}train.skip_nonfinite must be >= 0 (0: stop at the first non-finite loss), "
                           f"got {t.skip_nonfinite}")

@@ -25,6 +25,7 @@ from css import checkpoint as ck
 from css import identity, recording, reports
 from css.config import Config, from_dict, step_value
 from css.distributed import DistEnv, barrier, cpu_has_bf16, init_distributed, run_on_main, seed_everything
+from css.best_epoch import BestOnTest, best_path, selects_best_on_test
 from css.engine import Trainer, TrainSettings
 from css.handover import hand_over, load_step
 from css.errors import ConfigError
@@ -183,7 +184,7 @@ class Controller:
         seed_everything(cfg.seed + step)
         num_old, num_cur = task.num_old_classes(step), task.num_classes(step)
         objective = Objective(cfg.method, step=step, num_old=num_old, num_current=num_cur,
-                              protocol=cfg.protocol, ignore_index=task.ignore_index)
+                              protocol=cfg.protocol, ignore_index=task.ignore_index, num_steps=task.num_steps)
         model = self.modality.build_model(cfg, task.classes_per_step(step), env)
         old_model = None
         prev_extra: dict[str, Any] = {}
@@ -216,8 +217,27 @@ class Controller:
         trainer = Trainer(model=train_model, old_model=old_model, objective=objective, dataset=dataset, env=env,
                           settings=settings, resume_file=ck.resume_path(self.run_dir, step),
                           collate=self.modality.collate, writer=self.writer)
-        trainer.fit(extra_state=self.identity_state(parent_hash))
+        best = self.best_on_test(step, parent_hash)  # docs/pointcloud-baselines.md#joint-training
+        trainer.fit(extra_state=self.identity_state(parent_hash), after_epoch=best)
+        if best is not None:
+            best.restore(model)
         self.finish_step(step, model, objective, trained=True, history=trainer.history, parent_hash=parent_hash)
+
+    def best_on_test(self, step: int, parent_hash: str | None) -> BestOnTest | None:
+        """The best-epoch hook of train.select_best_on_test (None when off): test mIoU every
+        train.best_on_test_every epochs (docs/pointcloud-baselines.md#joint-training)."""
+        if not selects_best_on_test(self.cfg, self.task.num_steps):
+            return None
+        test_set = self.dataset(step, "test")
+        num_base = self.task.num_classes(0)
+
+        def score(model: torch.nn.Module) -> float:
+            cm = self.modality.evaluate(model, test_set, self.cfg, self.task, step, self.env)
+            return step_summary(cm, self.task, num_base)["all"]
+
+        return BestOnTest(score, every=self.cfg.train.best_on_test_every,
+                          path=best_path(ck.resume_path(self.run_dir, step)), is_main=self.env.is_main,
+                          identity=self.identity_state(parent_hash)["config_hash"])
 
     def dataset(self, step: int, split: str):
         """The step's dataset. Under DDP rank 0 builds it first, so that a first run scans the label
@@ -251,6 +271,7 @@ class Controller:
             rp = ck.resume_path(self.run_dir, step)
             if rp.exists():
                 rp.unlink()
+            best_path(rp).unlink(missing_ok=True)
         barrier()
 
     def reevaluate(self, step: int) -> None:

@@ -189,9 +189,12 @@ class Trainer:
         log.info("step %d: pseudo-label thresholds from %d batches in %.1fs (min %.4g, max %.4g)", s.step,
                  self.iters_per_epoch, time.time() - t0, float(th.min()), float(th.max()))
 
-    def fit(self, extra_state: dict[str, Any] | None = None) -> list[EpochLog]:
+    def fit(self, extra_state: dict[str, Any] | None = None,
+            after_epoch: Callable[[int, torch.nn.Module], None] | None = None) -> list[EpochLog]:
         """``extra_state``: written into every resume state (the controller's config identity,
-        docs/controller.md#config-identity)."""
+        docs/controller.md#config-identity). ``after_epoch(epochs_done, model)``: called on every
+        process after each epoch, before its resume state is written (the best-on-test selection,
+        docs/pointcloud-baselines.md#joint-training)."""
         env, s = self.env, self.settings
         self.extra_state = dict(extra_state or {})
         self.try_resume()
@@ -204,6 +207,8 @@ class Trainer:
             self._set_epoch(epoch)
             entry = self._epoch(epoch)
             self.history.append(entry)
+            if after_epoch is not None:
+                after_epoch(epoch + 1, unwrap(self.model))
             if env.is_main:
                 atomic_torch_save(self._state(epoch + 1), self.resume_file)
             barrier()
@@ -266,7 +271,7 @@ class Trainer:
                 old = self._old_outputs(x)
                 out = self.model(x)
                 try:
-                    loss, terms = self.objective(out, old, y)
+                    loss, terms = self.objective(out, old, y, inputs=x)
                 except FloatingPointError as exc:  # Local POD checks its layer losses itself
                     bad = f"pod: {exc}"
             # Under fp16 an inf/NaN loss is an overflow: the scaler skips the update (counted below).

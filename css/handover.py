@@ -8,6 +8,10 @@ against the task) are written once. :func:`hand_over` builds what step t trains 
   the new head's must be present, and nothing unexpected; then, when the method asks, the new
   head is initialised from the background row (after the load, so the load cannot undo it);
 - the old model: model(t-1) itself, loaded strictly, frozen (no gradients) and in eval mode.
+
+Two methods change what is handed over (``cfg.method``, resolved): ``freeze_body`` (F&A) freezes
+model(t) but its new head (docs/pointcloud-baselines.md#freeze-and-add); 3DPC-CISS runs the old
+model with single-pass MC dropout, its masks seeded per sample (docs/pointcloud-ciss.md#wiring).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import torch
 
 from css import checkpoint as ck
 from css.errors import CheckpointError
+from css.methods_pc import CISS
 
 
 def check_heads(saved: dict[str, Any], task: Any, step: int, path: str | Path) -> None:
@@ -71,7 +76,13 @@ def hand_over(modality: Any, cfg: Any, task: Any, step: int, run_dir: Path, env:
                               f"{sorted(unexpected)}; was the run folder made with other model settings?")
     if init_balanced:
         model.init_new_head_from_background()  # docs/methods.md#balanced-init
-    return model, freeze(old), prev
+    method = getattr(cfg, "method", None)
+    if getattr(method, "freeze_body", False):
+        model.freeze_all_but_new_head()
+    old = freeze(old)
+    if getattr(method, "name", None) == CISS:
+        old.mc_dropout(True, seeded=True)
+    return model, old, prev
 
 
 def _first_line(exc: Exception) -> str:

@@ -174,3 +174,31 @@ class IncrementalModel(nn.Module):
         bias, rows = background row and biases b_bg - ln(n_new + 1); bias-free, the rows only."""
         self.cls.init_new_head_from_background()
 
+    def freeze_all_but_new_head(self) -> None:
+        """Freeze and add (docs/pointcloud-baselines.md#freeze-and-add): every parameter but the last
+        head's stops requiring gradients, and every module but the last head stays in eval mode
+        from now on, whatever ``train()`` is called with, so batch-norm statistics and dropout of
+        the frozen part behave as in model(t-1) at test time."""
+        if len(self.cls) < 2:
+            raise ValueError("freeze_all_but_new_head needs a new head: call add_classes first")
+        trainable = {id(p) for p in self.cls[len(self.cls) - 1].parameters()}
+        for p in self.parameters():
+            if id(p) not in trainable:
+                p.requires_grad_(False)
+        self._body_frozen = True
+        self.train(self.training)
+
+    @property
+    def body_frozen(self) -> bool:
+        return bool(getattr(self, "_body_frozen", False))
+
+    def train(self, mode: bool = True) -> IncrementalModel:
+        super().train(mode)
+        if self.body_frozen:
+            # The engine calls train() every epoch; the frozen part goes back to eval mode and only
+            # the new head (a convolution without mode-dependent behaviour) follows ``mode``.
+            for child in self.children():
+                child.eval()
+            self.cls[len(self.cls) - 1].train(mode)
+        return self
+

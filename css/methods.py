@@ -1,12 +1,13 @@
 """Method presets and the per-step objective.
 
-A *method* (FT, LwF, LwF-MC, ILT, EWC, RW, PI, MiB, PLOP, LGKD, lgkd-only, mib+lgkd) is a recipe of
-losses and options, docs/methods.md#presets. ``resolve_method`` fills the fields of a
-``MethodConfig`` that the user left null from the preset; unlike the reference
-(docs/protocol-2d.md#methods) a value the user gave is never overwritten. An ``Objective`` is the
-method instantiated for one step: it knows the old and new class counts and computes the loss of one
-batch from the new and old model outputs (docs/protocol-2d.md#loss-composition), modality-agnostic
-(logits (B, C, *S)).
+A *method* (FT, LwF, LwF-MC, ILT, EWC, RW, PI, MiB, PLOP, LGKD, lgkd-only, mib+lgkd, F&A, and for
+point clouds 3DPC-CISS) is a recipe of losses and options, docs/methods.md#presets.
+``resolve_method`` fills the fields of a ``MethodConfig`` that the user left null from the preset;
+unlike the reference (docs/protocol-2d.md#methods) a value the user gave is never overwritten. An
+``Objective`` is the method instantiated for one step: it knows the old and new class counts and
+computes the loss of one batch from the new and old model outputs
+(docs/protocol-2d.md#loss-composition), modality-agnostic (logits (B, C, *S)); 3DPC-CISS also reads
+the point coordinates of the batch (css.methods_pc).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from css import losses as L
 from css.config import MethodConfig
 from css.errors import ConfigError
+from css.methods_pc import CISS, ciss_objective, ciss_options, resolve_ciss
 
 # Values every method starts from (the reference argparser defaults, docs/methods.md#presets).
 _COMMON: dict[str, Any] = dict(
@@ -29,7 +31,7 @@ _COMMON: dict[str, Any] = dict(
     novel_kd=2.0, loss_de=0.0, icarl_importance=0.0, regularizer="none", reg_importance=0.0,
     reg_alpha=0.9, reg_iterations=10, reg_normalize=True, pod="none", pod_factor=0.01, pod_logits=False,
     pod_logits_factor=0.0005, pod_schedule=True, pod_scales=[1, 2, 4], pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
-    adaptive_factor=False, init_balanced=False,
+    adaptive_factor=False, init_balanced=False, freeze_body=False,
 )
 
 _PLOP = dict(pod="local", pod_factor=0.01, pod_logits=True, pod_logits_factor=0.0005, pseudo="entropy",
@@ -50,9 +52,14 @@ PRESETS: dict[str, dict[str, Any]] = {
     "lgkd": dict(_PLOP, loss_kd=1.0, kd="lgkd", kd_resolution="small"),
     "lgkd-only": dict(loss_kd=1.0, kd="lgkd", kd_resolution="small"),
     "mib+lgkd": dict(classification="unce", loss_kd=1.0, kd="lgkd", kd_resolution="small", init_balanced=True),
+    # docs/pointcloud-baselines.md#freeze-and-add: FT with everything but the new head frozen.
+    "fa": dict(freeze_body=True),
+    # docs/pointcloud-ciss.md#wiring: CE on its own pseudo-labels + GFT, novel head Kaiming-initialised;
+    # the ciss_* keys come from the dataset and the protocol (css.methods_pc.resolve_ciss).
+    CISS: dict(init_balanced=False),
 }
 ALIASES = {"finetune": "ft", "fine-tuning": "ft", "lwf_mc": "lwf-mc", "lgkd_only": "lgkd-only",
-           "mib_lgkd": "mib+lgkd"}
+           "mib_lgkd": "mib+lgkd", "freeze-and-add": "fa", "f&a": "fa", "3dpc_ciss": CISS, "ciss": CISS}
 
 
 def method_names() -> list[str]:
@@ -89,6 +96,7 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
             raise ConfigError(f"method.pod: {given['pod']!r} — Local POD distils 2-D feature maps and has no "
                               f"point-cloud form; remove method.pod (point-cloud presets leave it off)")
         values.update(pod="none", pod_logits=False)
+    resolve_ciss(key, given, values, dataset=dataset, protocol=protocol, modality=modality)
     _kd_from_weight(given, values)
     values.update({k: v for k, v in given.items() if v is not None})
     return MethodConfig(name=key, **values)
@@ -147,7 +155,7 @@ class Objective:
     """
 
     def __init__(self, method: MethodConfig, *, step: int, num_old: int, num_current: int,
-                 protocol: str = "reference", ignore_index: int = 255):
+                 protocol: str = "reference", ignore_index: int = 255, num_steps: int | None = None):
         self.m = method
         self.step = step
         self.num_old = num_old
@@ -162,13 +170,18 @@ class Objective:
         self.use_icarl = self.incremental and (m.icarl_importance or 0) > 0
         self.use_pod = self.incremental and m.pod == "local"
         self.use_pseudo = self.incremental and m.pseudo == "entropy"
+        # 3DPC-CISS replaces the whole incremental loss (docs/pointcloud-ciss.md#wiring); ``num_steps``
+        # tells an intermediate step of a multi-step task from the last one.
+        self.use_ciss = self.incremental and m.name == CISS
+        self.ciss = ciss_options(m, step=step, num_steps=num_steps, protocol=protocol,
+                                 ignore_index=ignore_index) if self.use_ciss else None
         self.thresholds: torch.Tensor | None = None
         self.regularizer = None
 
     # --------------------------------------------------------------------------------------------
     @property
     def needs_old_model(self) -> bool:
-        return self.use_kd or self.use_de or self.use_icarl or self.use_pod or self.use_pseudo
+        return self.use_kd or self.use_de or self.use_icarl or self.use_pod or self.use_pseudo or self.use_ciss
 
     @property
     def needs_thresholds(self) -> bool:
@@ -239,13 +252,19 @@ class Objective:
         return (n_local * world / n_global).float()
 
     # --------------------------------------------------------------------------------------------
-    def __call__(self, new, old, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, new, old, labels: torch.Tensor,
+                 inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``inputs``: the batch the models saw (3DPC-CISS reads the point coordinates from it)."""
         m = self.m
         logits = new.logits
         original = labels
         terms: dict[str, torch.Tensor] = {}
         if self.incremental and self.needs_old_model and old is None:
             raise RuntimeError("the objective of an incremental step needs the old model's outputs")
+        if self.use_ciss:
+            total, terms = ciss_objective(new, old, labels, inputs, num_old=self.num_old, options=self.ciss,
+                                          correction=self._global_mean_correction)
+            return total, {k: v.detach() for k, v in terms.items()}
 
         # Pseudo-label the background from the old model, per-image adaptive factor
         # (docs/protocol-2d.md#relabelling).
@@ -316,6 +335,10 @@ class Objective:
 
     def describe(self) -> str:
         m = self.m
+        if self.use_ciss:
+            o = self.ciss
+            return (f"CE on uncertainty-aware pseudo-labels (tau {o.threshold:g}, K {o.k}, {o.neighbour_mode} "
+                    f"neighbours) + {o.gft_weight:g} x GFT")
         parts = [m.classification.upper() + (" x adaptive factor" if self.use_pseudo and m.adaptive_factor else "")]
         if self.use_pseudo:
             parts[0] += " on entropy pseudo-labels"
@@ -330,7 +353,9 @@ class Objective:
             parts.append(f"local POD ({m.pod_factor:g}" + (f", logits {m.pod_logits_factor:g})" if m.pod_logits else ")"))
         if self.regularizer is not None or (self.step > 0 and m.regularizer not in (None, "none")):
             parts.append(f"{m.reg_importance:g} x {m.regularizer.upper()}")
-        return " + ".join(parts)
+        frozen = "; only the new head learns (body and old heads frozen, eval mode)" \
+            if m.freeze_body and self.incremental else ""
+        return " + ".join(parts) + frozen
 
 
 def pod_schedule_factor(num_current: int, num_new: int) -> float:

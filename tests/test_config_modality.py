@@ -71,11 +71,20 @@ def test_every_shipped_pointcloud_config_loads():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     files = sorted(root.glob("s3dis/*.yaml")) + sorted(root.glob("scannet/*.yaml"))
-    assert len(files) >= 2 * (4 * 2 * 4 + 2)  # 4 splits x 2 orders x 4 methods, base and joint
+    assert len(files) >= 2 * (4 * 2 * 6 + 2)  # 4 splits x 2 orders x 6 methods, base and joint
+    splits = {"s3dis": ["12-1", "10-3", "8-5", "8-1"], "scannet": ["19-1", "17-3", "15-5", "15-1"]}
     for f in files:
         cfg = load_config(f)
         assert cfg.modality == "pointcloud" and cfg.train.optimizer == "adam" and cfg.train.batch_size == 32
         assert cfg.data.dataset == f.parent.name
+        resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality=cfg.modality)
+    # Every table row (FT, F&A, EWC, LwF, 3DPC-CISS, LGKD) for every split and both class orders.
+    for dataset, names in splits.items():
+        for split in names:
+            for order in ("", "_s1"):
+                for method in ("ft", "fa", "ewc", "lwf", "3dpc-ciss", "lgkd"):
+                    cfg = load_config(root / dataset / f"{split}{order}_{method}.yaml")
+                    assert (cfg.task.name, cfg.method.name) == (f"{split}{order}", method)
 
 
 # --- optimiser and schedule ---------------------------------------------------------------------

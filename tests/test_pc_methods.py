@@ -44,7 +44,7 @@ def test_every_preset_runs_one_point_cloud_iteration(name):
     if obj.needs_thresholds:
         obj.compute_thresholds([(old_out.logits, labels)])
     out = model.train()(x)
-    total, terms = obj(out, old_out, labels)
+    total, terms = obj(out, old_out, labels, inputs=x)
     assert math.isfinite(float(total.detach()))
     if m.kd == "lgkd":
         assert "kd" in terms and "pod" not in terms

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from css.pointcloud.fps import farthest_point_sample, num_centres
 from css.pointcloud.knn import DEFAULT_CHUNK_BYTES
+from css.pointcloud.pooled_knn import grid_knn
 
 __all__ = [
     "THRESHOLDS", "NEIGHBOURS", "NEIGHBOUR_MODES", "PROTOCOL_FLAGS", "CISSOptions", "PseudoLabels",
@@ -143,6 +144,10 @@ def xyz_knn(xyz: Tensor, k: int = NEIGHBOURS, *, mode: str = "per_block",
         raise ValueError(f"xyz_knn needs 1 <= k <= {total} points, got k={k}")
     if mode == "pooled":
         flat = xyz.reshape(1, batch * n, 3)
+        if xyz.device.type == "cpu":
+            # An all-pairs search over B*N points is half a minute per batch on a small CPU; the
+            # grid search finds the same neighbours (docs/pointcloud-ciss.md#neighbours).
+            return grid_knn(flat[0].float(), k, max_bytes).view(batch, n, k)
         own = torch.arange(batch * n, device=xyz.device).unsqueeze(0)
         return _knn_rows(flat, flat, k, own, max_bytes).view(batch, n, k)
     own = torch.arange(n, device=xyz.device).expand(batch, n)

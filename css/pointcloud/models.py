@@ -34,6 +34,7 @@ __all__ = [
     "EdgeConv",
     "PointMLP",
     "MCDropout",
+    "mc_seeds",
     "build_model",
     "NORMS",
     "LEAKY_SLOPE",
@@ -156,23 +157,34 @@ def sample_seeds(x: Tensor) -> Tensor:
     return torch.remainder((bits * weights).sum(dim=1), _HASH_PRIME)  # int64 wrap-around is deterministic
 
 
+_MC_SALT = 0x5BD1E995 % _HASH_PRIME
+
+
+def mc_seeds(seeds: Tensor) -> Tensor:
+    """The seeds of seeded MC dropout in eval mode, derived from ``sample_seeds`` with a salt, so
+    that the old model's masks on a sample differ from the new model's training masks on it."""
+    return torch.remainder(seeds * 48271 + _MC_SALT, _HASH_PRIME)
+
+
 class MCDropout(nn.Dropout):
     """Dropout that can stay active in eval mode (``always``), for single-pass MC dropout.
 
-    In training mode with ``seeds`` (one per sample, see ``sample_seeds``) every sample's mask comes
-    from its own generator; otherwise (MC dropout in eval mode included) from the global RNG, as
-    nn.Dropout does, so repeated MC passes over one input differ."""
+    With ``seeds`` (one per sample, see ``sample_seeds``) every sample's mask comes from its own
+    generator: in training mode, and in eval mode when MC dropout is ``seeded``. Otherwise (MC
+    dropout in eval mode by default) from the global RNG, as nn.Dropout does, so repeated MC
+    passes over one input differ."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__(p)
         self.always = False
+        self.seeded = False
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, always={self.always}"
+        return f"{super().extra_repr()}, always={self.always}, seeded={self.seeded}"
 
     def forward(self, x: Tensor, seeds: Tensor | None = None) -> Tensor:
         active = self.training or self.always
-        if not self.training or self.p == 0 or seeds is None:
+        if not active or self.p == 0 or seeds is None:
             return F.dropout(x, self.p, active, self.inplace)
         keep = torch.empty_like(x, dtype=torch.bool)
         gen = torch.Generator(device=x.device)
@@ -229,9 +241,14 @@ class DGCNNSeg(IncrementalModel):
         for edge_conv in self.encoder.edge_convs:
             edge_conv.knn_chunk = chunk
 
-    def mc_dropout(self, enabled: bool = True) -> DGCNNSeg:
-        """Keep the dropout on the 128-d features active even in eval mode (MC dropout); returns self."""
+    def mc_dropout(self, enabled: bool = True, seeded: bool = False) -> DGCNNSeg:
+        """Keep the dropout on the 128-d features active even in eval mode (MC dropout); returns self.
+
+        ``seeded``: the eval-mode masks come from per-sample seeds (``mc_seeds``) instead of the
+        global RNG, so they depend on the sample alone, not on the process that holds it
+        (docs/pointcloud-model.md#dropout); repeated passes over one input then agree."""
         self.segmentor[-1].always = bool(enabled)
+        self.segmentor[-1].seeded = bool(enabled and seeded)
         return self
 
     @property
@@ -247,7 +264,12 @@ class DGCNNSeg(IncrementalModel):
             )
         body = self.encoder(x)
         drop = self.segmentor[-1]
-        pre_logits = drop(self.segmentor[:-1](body), sample_seeds(x) if drop.training and drop.p > 0 else None)
+        seeds = None
+        if drop.p > 0 and drop.training:
+            seeds = sample_seeds(x)
+        elif drop.p > 0 and drop.always and drop.seeded:
+            seeds = mc_seeds(sample_seeds(x))
+        pre_logits = drop(self.segmentor[:-1](body), seeds)
         logits = self.cls(pre_logits)
         return SegOutput(logits, logits, {"body": body, "pre_logits": pre_logits, "attentions": []})
 

@@ -1,0 +1,121 @@
+"""The point-cloud side of the method presets: 3DPC-CISS's keys and options.
+
+``resolve_ciss`` fills the ``method.ciss_*`` keys of the 3dpc-ciss preset from the dataset and the
+protocol (docs/pointcloud-ciss.md#configuration) and refuses them on any other method;
+``ciss_options`` turns a resolved method into the ``CISSOptions`` of one step, applying the
+multi-step rule (docs/pointcloud-ciss.md#protocol); ``ciss_objective`` computes the loss of one
+batch from the new and old model outputs and the batch inputs (docs/pointcloud-ciss.md#wiring).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+
+from css.errors import ConfigError
+
+CISS = "3dpc-ciss"
+
+CISS_KEYS = ("ciss_threshold", "ciss_neighbours", "ciss_centres", "ciss_gft_neighbours", "ciss_gft_weight",
+             "ciss_pooled_neighbours", "ciss_reference_offset", "ciss_overwrite_novel", "ciss_reference_nan",
+             "ciss_reference_unannotated")
+
+# method key -> the CISSOptions field it sets, for the keys that are plain copies.
+_SWITCHES = {"ciss_reference_offset": "reference_offset", "ciss_overwrite_novel": "overwrite_novel",
+             "ciss_reference_nan": "reference_nan", "ciss_reference_unannotated": "reference_unannotated"}
+
+
+def resolve_ciss(key: str, given: dict[str, Any], values: dict[str, Any], *, dataset: str, protocol: str,
+                 modality: str) -> None:
+    """Fill ``values`` with the 3dpc-ciss defaults (in place), or refuse ciss_* keys elsewhere.
+
+    ``key``: the preset name; ``given``: the keys the user set (None = not set)."""
+    user = [k for k in CISS_KEYS if given.get(k) is not None]
+    if key != CISS:
+        if user:
+            raise ConfigError(f"method.{user[0]}: a setting of method {CISS}, which method '{key}' does not use; "
+                              f"remove it or set method.name: {CISS}")
+        return
+    if modality != "pointcloud":
+        raise ConfigError(f"method.name: '{CISS}' is a point-cloud method (its neighbours, uncertainty and "
+                          f"farthest point sampling need point coordinates) and cannot train modality "
+                          f"'{modality}'; choose an image method (e.g. ft, lwf, plop, lgkd)")
+    from css.pointcloud.ciss import CISSOptions
+
+    if protocol not in ("fixed", "reference"):
+        raise ConfigError(f"protocol: {protocol!r} is not one of fixed, reference")
+    o = CISSOptions.for_protocol(protocol, dataset)
+    values.update(ciss_threshold=o.threshold, ciss_neighbours=o.k, ciss_centres=None, ciss_gft_neighbours=o.gft_k,
+                  ciss_gft_weight=o.gft_weight, ciss_pooled_neighbours=o.neighbour_mode == "pooled",
+                  **{k: getattr(o, f) for k, f in _SWITCHES.items()})
+    _check(given)
+
+
+def _check(given: dict[str, Any]) -> None:
+    def bad(k: str, what: str) -> ConfigError:
+        return ConfigError(f"method.{k}: {given[k]!r} — {what}; remove the key for the default")
+
+    t = given.get("ciss_threshold")
+    if t is not None and not (math.isfinite(t) and t >= 0):
+        raise bad("ciss_threshold", "the uncertainty threshold must be a finite number >= 0")
+    n = given.get("ciss_neighbours")
+    if n is not None and n < 2:
+        raise bad("ciss_neighbours", "need at least 2 neighbours (the point itself and one other)")
+    for k in ("ciss_centres", "ciss_gft_neighbours"):
+        if given.get(k) is not None and given[k] < 1:
+            raise bad(k, "must be a positive integer")
+    w = given.get("ciss_gft_weight")
+    if w is not None and not (math.isfinite(w) and w >= 0):
+        raise bad("ciss_gft_weight", "the GFT weight must be a finite number >= 0")
+
+
+def ciss_options(method: Any, *, step: int, num_steps: int | None, protocol: str, dataset: str | None = None,
+                 ignore_index: int = 255):
+    """The ``CISSOptions`` of ``step`` for a resolved 3dpc-ciss method (null keys: protocol defaults).
+
+    Multi-step tasks (docs/pointcloud-ciss.md#protocol): at an intermediate step (not the last of
+    ``num_steps``) the background is kept as a target and nothing is shifted
+    (keep_background, no reference_offset); the last step, and every step when ``num_steps`` is
+    None, uses the two-step settings."""
+    from css.pointcloud.ciss import CISSOptions
+
+    o = CISSOptions.for_protocol(protocol, dataset)
+    kwargs: dict[str, Any] = {}
+    for key, value in (("threshold", method.ciss_threshold), ("k", method.ciss_neighbours),
+                       ("gft_k", method.ciss_gft_neighbours), ("gft_weight", method.ciss_gft_weight),
+                       ("gft_centres", method.ciss_centres)):
+        if value is not None:
+            kwargs[key] = value
+    if method.ciss_pooled_neighbours is not None:
+        kwargs["neighbour_mode"] = "pooled" if method.ciss_pooled_neighbours else "per_block"
+    for key, field in _SWITCHES.items():
+        if getattr(method, key) is not None:
+            kwargs[field] = bool(getattr(method, key))
+    intermediate = num_steps is not None and step < num_steps - 1
+    if intermediate:
+        kwargs.update(keep_background=True, reference_offset=False)
+    return dataclasses.replace(o, **kwargs, ignore_index=ignore_index)
+
+
+def ciss_objective(new: Any, old: Any, labels: torch.Tensor, inputs: torch.Tensor | None, *, num_old: int,
+                   options: Any, correction: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(CE + GFT, {"ce", "gft"}) of an incremental 3DPC-CISS batch (docs/pointcloud-ciss.md#wiring).
+
+    ``correction(labels)``: the factor that turns the CE's per-process mean over labelled points
+    into the mean over the global batch (1 outside DDP and under protocol reference)."""
+    from css.pointcloud.ciss import batch_xyz, ciss_losses
+
+    if inputs is None:
+        raise RuntimeError(f"method {CISS} needs the batch inputs (the point coordinates): call "
+                           f"objective(new, old, labels, inputs=x)")
+    centres = options.gft_centres
+    if centres is not None and centres > inputs.shape[2]:
+        raise ConfigError(f"method.ciss_centres: {centres} centres per block, but a block has only "
+                          f"{inputs.shape[2]} points (data.num_points); lower method.ciss_centres or remove it "
+                          f"for ceil(N / 4)")
+    ce, gft, pl = ciss_losses(new, old, labels, batch_xyz(inputs), num_old=num_old, options=options)
+    ce = ce * correction(pl.labels)
+    return ce + gft, {"ce": ce, "gft": gft}
