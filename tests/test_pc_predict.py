@@ -184,3 +184,12 @@ def test_the_cli_exits_2_without_a_traceback(tmp_path):
                            "--clouds", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "none.pt does not exist" in proc.stderr
+
+
+def test_split_reads_the_prepared_split_of_the_checkpoint_config(setup, tmp_path):
+    tmp, path, _, _, _ = setup
+    out = tmp_path / "out"
+    store = BlockStore(tmp / "data" / "test.h5")
+    assert predict("--checkpoint", path, "--split", "test", "--blocks", store.ids[1], "--out", out) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{store.ids[1]}_{kind}.ply" for kind in ("pred", "gt", "error")] + ["legend.json", "legend.txt"])
