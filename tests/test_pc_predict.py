@@ -193,3 +193,14 @@ def test_split_reads_the_prepared_split_of_the_checkpoint_config(setup, tmp_path
     assert predict("--checkpoint", path, "--split", "test", "--blocks", store.ids[1], "--out", out) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{store.ids[1]}_{kind}.ply" for kind in ("pred", "gt", "error")] + ["legend.json", "legend.txt"])
+
+
+def test_palette_and_error_colours_by_hand():
+    colours = render.class_colours(22)
+    assert colours[0].tolist() == [80, 80, 80]
+    assert colours[1].tolist() == [0x1F, 0x77, 0xB4] and colours[4].tolist() == [0xD6, 0x27, 0x28]
+    assert colours[21].tolist() == colours[1].tolist()  # 20 colours, then again
+    assert render.label_colours(np.array([2, 255, -1]), colours).tolist() == [
+        colours[2].tolist(), list(render.IGNORED_RGB), list(render.IGNORED_RGB)]
+    err = render.error_colours(np.array([1, 2, 3]), np.array([1, 3, 255]), 5)
+    assert err.tolist() == [list(render.CORRECT_RGB), list(render.WRONG_RGB), list(render.IGNORED_RGB)]
