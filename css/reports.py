@@ -1,4 +1,5 @@
-"""Result files of a run: the reference-compatible CSV, ``results.json``, a plot and text tables.
+"""Result files of a run: the reference-compatible CSV and ``results.json`` (the plot and the text
+tables are in css.tables, the run metadata in css.run_metadata; their names import from here too).
 
 Results CSV (docs/protocol-2d.md#results-csv), no header, one row per step::
 
@@ -41,13 +42,9 @@ means (the reference crashed on them, docs/protocol-2d.md#final-summary).
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
 import json
 import math
 import os
-import platform
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +57,8 @@ from css.utils import atomic_write_text
 # The table and the plot live in css.tables; their names stay importable from here. METRICS: the
 # final figures; OPTIONAL_METRICS: the overall accuracy, in results.json and in the tables when a run has it.
 from css.tables import METRICS, OPTIONAL_METRICS, format_table, plot_miou_per_step  # noqa: F401
+# The metadata every result file records lives in css.run_metadata; importable from here too.
+from css.run_metadata import build_metadata, collect_versions, git_commit  # noqa: F401
 
 NOT_SEEN = "x"  # class not yet learnt at that step (docs/protocol-2d.md#results-csv)
 ABSENT = "X"  # class learnt but without ground truth in the test set (docs/protocol-2d.md#results-csv)
@@ -349,62 +348,3 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
         return _finite(obj.tolist())
     raise TypeError(f"cannot store a {type(obj).__name__} in results.json")
-
-
-# --------------------------------------------------------------------------- metadata
-def collect_versions() -> dict[str, str | None]:
-    """Versions of Python, the core libraries and css, for the results metadata."""
-    import torch
-
-    import css
-
-    def dist_version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": dist_version("torchvision"),
-        "numpy": dist_version("numpy"),
-        "css": css.__version__,
-        "cuda": torch.version.cuda,
-    }
-
-
-def git_commit(repo_dir: str | os.PathLike) -> str | None:
-    """The commit hash checked out in ``repo_dir``; None if it is not a git repository (or no git)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", os.fspath(repo_dir), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
-def build_metadata(
-    config_dict: Mapping[str, Any],
-    *,
-    protocol: str,
-    seed: int,
-    world_size: int,
-    global_batch: int,
-    precision: str,
-) -> dict[str, Any]:
-    """What every result file records (docs/contracts.md#protocol): protocol, seed, processes, batch,
-    precision, versions, git commit of the css checkout, creation time and the resolved config."""
-    return {
-        "protocol": protocol,
-        "seed": seed,
-        "world_size": world_size,
-        "global_batch": global_batch,
-        "precision": precision,
-        "versions": collect_versions(),
-        "git_commit": git_commit(Path(__file__).resolve().parent.parent),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": dict(config_dict),
-    }

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from css.errors import require
 from css.metrics import ConfusionMatrix
 
 FULL_SEED_SALT = 7  # keeps the coverage permutation apart from the sampled metric's draw of the same block
@@ -117,8 +118,8 @@ def predict_items(model: torch.nn.Module, items: Iterable[Item], *, num_points: 
 
 
 def _scatter_votes(scores: torch.Tensor, votes: torch.Tensor, probs: torch.Tensor, index: torch.Tensor) -> None:
-    from torch_scatter import scatter_add
-
+    scatter_add = require("torch_scatter", needed_for="full-coverage evaluation",
+                          install="pip install --no-build-isolation torch-scatter==2.1.2").scatter_add
     scatter_add(probs, index, dim=0, out=scores)
     scatter_add(torch.ones_like(index), index, dim=0, out=votes)
 
