@@ -1,4 +1,5 @@
-# make demo   set-up when needed, then the main job on the built-in synthetic image and point-cloud benchmarks
+# make demo   set-up when needed, then the main job on the built-in synthetic image and point-cloud benchmarks,
+#             and PLY / PNG predictions of one test room (runs/demo_pc_lgkd/step*/predictions)
 # make test   set-up when needed, then the whole test suite
 # make bench  the benchmarks (JSON + markdown in benchmarks/results/)
 PY := .venv/bin/python
@@ -11,6 +12,10 @@ setup:
 demo: setup
 	$(PY) -m css.train --modality image --config configs/demo/image.yaml
 	$(PY) -m css.train --modality pointcloud --config configs/demo/pointcloud.yaml
+	@# one test room predicted by the models of steps 0, 1 and 2: PLY files (prediction, ground
+	@# truth, errors) and a PNG (GT | prediction | errors) per step, to see what each step keeps
+	for t in 0 1 2; do $(PY) -m css.predict --checkpoint runs/demo_pc_lgkd/step$$t/model.pt --split test \
+	  --scenes test_room_000 --png --out runs/demo_pc_lgkd/step$$t/predictions || exit 1; done
 
 test: setup
 	$(PY) -m pytest -q tests

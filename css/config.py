@@ -70,6 +70,9 @@ class PointDataConfig(DataConfig):
     """Seed of the test-time point sampling: two evaluations of one checkpoint give one number."""
     height_feature: bool = False
     """A 10th input channel: z minus the block's minimum z, in metres (docs/pointcloud-datasets.md#height-feature)."""
+    full_coverage: bool | None = None
+    """Also score every point of every test block at the end of each step, next to the sampled
+    metric (docs/pointcloud-evaluation.md#full-coverage); null/false: the sampled metric only."""
 
 
 @dataclass

@@ -6,6 +6,10 @@ checkpoint (then ``--config`` and ``--steps`` say which task and step it belongs
 bg/old/new/all/hIoU table; ``--json FILE`` also writes the numbers. Overrides change the
 evaluation only (e.g. ``data.root=/elsewhere data.eval_mode=whole``).
 
+``--metric full`` (point clouds): the full-coverage metric, every point of every test block
+(docs/pointcloud-evaluation.md#full-coverage), instead of the sampled one; with ``--write`` both are
+recomputed and recorded, the full figures under their own name.
+
 ``--write`` (a run folder): rebuild ``results.json``, ``results.csv`` and ``miou.png`` from the step
 checkpoints, e.g. after results.json was lost or corrupted (docs/controller.md#recovery); it takes
 the folder's lock, so it does not write while a training run uses the folder. A run folder whose
@@ -28,6 +32,8 @@ from css.errors import CSSError
 
 log = logging.getLogger("css")
 
+METRIC_CHOICES = ("sampled", "full")
+
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m css.evaluate", description=__doc__,
@@ -38,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="also write the metrics to FILE")
     p.add_argument("--write", action="store_true",
                    help="rebuild the run folder's results.json / results.csv from its checkpoints")
+    p.add_argument("--metric", choices=METRIC_CHOICES, default="sampled",
+                   help="sampled (default): the reference's random points per block; full (point clouds): every "
+                        "point of every test block; with --write both are recomputed and recorded")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value")
     return p
 
@@ -115,6 +124,12 @@ def write_run_results(run: Path, cfg, task, env, evaluated: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg, targets = _targets(args)
+    if args.metric == "full":
+        if cfg.modality != "pointcloud":
+            raise CSSError(f"--metric full scores every point of point-cloud blocks; {args.target} is a "
+                           f"{cfg.modality} run: drop --metric full")
+        # --write records both metrics (the sampled one stays the run's main figure)
+        cfg.data.full_coverage = True
     lock = None
     if args.write:
         from css.distributed import init_distributed, run_on_main
@@ -154,17 +169,25 @@ def _evaluate(args, cfg, targets) -> int:
             modality.import_weights(model, str(path))
         model.to(env.device)
         test_set = modality.dataset(cfg, task, step, "test")
-        cm = modality.evaluate(model, test_set, cfg, task, step, env)
-        summary = step_summary(cm, task, task.num_classes(0))
-        iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
+        if args.metric == "full" and not args.write:
+            cm = modality.evaluate_full(model, test_set, cfg, task, step, env)  # the sampled one is not needed
+        else:
+            cm = modality.evaluate(model, test_set, cfg, task, step, env)
+        shown = getattr(cm, "full", cm) if args.metric == "full" else cm
+        summary = step_summary(shown, task, task.num_classes(0))
+        iou = [float(v) if p else None for v, p in zip(shown.iou().tolist(), shown.present().tolist())]
         rows.append({"run": f"step {step}", **{k: summary[k] for k in keys}})
-        out.append({"step": step, "checkpoint": str(path), "num_test": getattr(cm, "samples", len(test_set)),
-                    "summary": {k: summary[k] for k in keys}, "iou": iou,
-                    "class_names": task.channel_names(step)})
+        out.append({"step": step, "checkpoint": str(path), "metric": args.metric,
+                    "num_test": getattr(cm, "samples", len(test_set)), "summary": {k: summary[k] for k in keys},
+                    "iou": iou, "class_names": task.channel_names(step)})
+        if args.metric == "full":
+            out[-1].update(num_points=shown.points, num_blocks=shown.blocks)
         evaluated[step] = (cm, out[-1]["num_test"], {"config": saved.get("config")})
     if env.is_main and args.write:
         write_run_results(Path(args.target), cfg, task, env, evaluated)
     if env.is_main:
+        if cfg.modality == "pointcloud":
+            print(f"metric: {args.metric}" + (" (every point of every test block)" if args.metric == "full" else ""))
         print(format_table(rows))
         if args.json:
             from css.reports import dumps_json

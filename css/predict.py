@@ -1,4 +1,8 @@
 """``python -m css.predict --checkpoint RUN/step5/model.pt --images IMG_OR_FOLDER [...] [--out DIR]``
+``python -m css.predict --checkpoint RUN/step2/model.pt --clouds FILES_OR_FOLDERS [--scenes ...] [--png] --out DIR``
+
+Point-cloud models: coloured PLY files of the prediction, the ground truth and the errors per cloud
+(css/pointcloud/predict.py, docs/pointcloud-evaluation.md#predictions).
 
 Segments images with a css step checkpoint and writes, per image, ``<stem>_pred.png`` (a palette
 PNG of dataset label ids, the format of VOC's SegmentationClass files) and ``<stem>_overlay.png``
@@ -55,9 +59,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m css.predict", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a css step checkpoint (RUN/step{t}/model.pt)")
-    p.add_argument("--images", nargs="+", required=True, help="image files and/or folders of images")
+    inputs = p.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--images", nargs="+", help="image files and/or folders of images (image models)")
+    inputs.add_argument("--clouds", nargs="+", help="point clouds (point-cloud models): prepared split files "
+                        "(.h5), scans (.npz, .ply, .las, .laz) and/or folders of them")
+    inputs.add_argument("--split", choices=("train", "test"),
+                        help="point clouds: the prepared split of the checkpoint's config (data.dataset, data.root)")
     p.add_argument("--out", default="predictions", help="output folder (default: predictions)")
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the prediction (0..1)")
+    p.add_argument("--alpha", type=float, default=0.5, help="images: overlay opacity of the prediction (0..1)")
+    from css.pointcloud.predict import add_arguments
+
+    add_arguments(p)
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="e.g. device=cpu")
     return p
 
@@ -72,10 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     from css.image.transforms import eval_transform
     from css.modality import get_modality
 
+    if not Path(args.checkpoint).is_file():
+        raise CSSError(f"checkpoint {args.checkpoint} does not exist; pass RUN/step<T>/model.pt of a finished step")
     saved = ck.load_step_model(args.checkpoint)
     cfg = from_dict(apply_overrides(saved["config"], args.overrides), source=args.checkpoint)
-    if cfg.modality != "image":
-        raise CSSError(f"{args.checkpoint} is a {cfg.modality} model; css.predict writes image overlays only")
+    clouds = args.images is None
+    if cfg.modality != ("pointcloud" if clouds else "image"):
+        given = "--clouds/--split" if clouds else "--images"
+        wanted = "--images" if cfg.modality == "image" else "--clouds or --split"
+        raise CSSError(f"{args.checkpoint} is a {cfg.modality} model but {given} was given; use {wanted}")
+    if clouds:
+        from css.pointcloud.predict import run
+
+        return run(args, cfg, saved)
     env = DistEnv(rank=0, world_size=1, local_rank=0, device=pick_device(cfg.device, 0))
     modality = get_modality("image")
     task = modality.task(cfg)

@@ -1,7 +1,7 @@
 """The results files of a run folder, written by the controller and by ``css.evaluate RUN --write``.
 
-``results.json`` is the record; ``results.csv`` (docs/protocol-2d.md#results-csv) and ``miou.png``
-are rewritten from its step entries every time, so the three always agree. Every step entry
+``results.json`` is the record; ``results.csv`` (docs/protocol-2d.md#results-csv), ``miou.png`` and,
+with full-coverage figures, ``results_full.csv`` (docs/pointcloud-evaluation.md#files) are rewritten from its step entries every time, so the three always agree. Every step entry
 records the config its checkpoint was trained with: ``config_hash`` and ``config_changes``
 ('key: old -> new' against the run's first step; docs/controller.md#redo-from).
 A finished step is known from its checkpoint; a lost or corrupt ``results.json`` is rebuilt by
@@ -21,6 +21,8 @@ from css.errors import CSSError
 from css.utils import atomic_write_text
 
 log = logging.getLogger("css")
+
+FULL_CSV = "results_full.csv"  # the full-coverage metric in the results.csv layout
 
 
 def read_entries(run_dir: Path, *, move_aside: bool = True) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -44,12 +46,29 @@ def read_entries(run_dir: Path, *, move_aside: bool = True) -> tuple[list[dict[s
 def step_entry(cm, task, step: int, num_test: int, config: dict[str, Any] | None,
                base_config: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(results.json entry, summary) of a step's confusion matrix."""
-    summary = cm.summary(task.num_classes(0), background=task.background is not None)
-    iou = [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
+    summary, iou = _summary(cm, task)
     entry = reports.step_entry(step, summary, iou, num_old=task.num_old_classes(step))
     entry.update(num_test=num_test, config_hash=identity.config_hash(config),
                  config_changes=identity.change_list(base_config, config) if config is not None else [])
+    full = getattr(cm, "full", None)
+    if full is not None:
+        entry[reports.FULL] = full_block(full, task)
+        summary = dict(summary, full=entry[reports.FULL]["summary"])
     return entry, summary
+
+
+def _summary(cm, task) -> tuple[dict[str, Any], list[float | None]]:
+    summary = cm.summary(task.num_classes(0), background=task.background is not None)
+    return summary, [float(v) if p else None for v, p in zip(cm.iou().tolist(), cm.present().tolist())]
+
+
+def full_block(cm, task) -> dict[str, Any]:
+    """The ``full`` block of a step entry from a full-coverage confusion matrix
+    (css.pointcloud.coverage, docs/pointcloud-evaluation.md#full-coverage)."""
+    summary, iou = _summary(cm, task)
+    return {"metric": reports.FULL, "summary": {k: summary.get(k, math.nan) for k in reports._STEP_METRICS},
+            "iou": iou, "mean_iou": summary["all"], "num_points": getattr(cm, "points", None),
+            "num_blocks": getattr(cm, "blocks", None)}
 
 
 def write_results(run_dir: Path, entries: list[dict[str, Any]], task, metadata: dict[str, Any], *, method: str,
@@ -59,13 +78,22 @@ def write_results(run_dir: Path, entries: list[dict[str, Any]], task, metadata: 
     run_dir = Path(run_dir)
     entries = sorted({e["step"]: e for e in entries}.values(), key=lambda e: e["step"])
     if not entries:
-        for name in ("results.json", "results.csv", "miou.png"):
+        for name in ("results.json", "results.csv", FULL_CSV, "miou.png"):
             (run_dir / name).unlink(missing_ok=True)
         return None
     results = reports.build_results(entries, task.channel_names(task.num_steps - 1), metadata, task=task.name,
-                                    dataset=task.dataset, method=method, background=task.background is not None)
+                                    dataset=task.dataset, method=method, background=task.background is not None,
+                                    metric=reports.SAMPLED if pointcloud else None)
     atomic_write_text(run_dir / "results.json", reports.dumps_json(results) + "\n")
-    write_csv(run_dir / "results.csv", entries, task.num_classes(task.num_steps - 1), pointcloud)
+    total = task.num_classes(task.num_steps - 1)
+    write_csv(run_dir / "results.csv", entries, total, pointcloud)
+    # the full-coverage figures: the same layout in a file of their own, so that results.csv stays
+    # the reference's sampled metric (docs/pointcloud-evaluation.md#files)
+    full = [e[reports.FULL] | {"step": e["step"]} for e in entries if isinstance(e.get(reports.FULL), dict)]
+    if full:
+        write_csv(run_dir / FULL_CSV, full, total, pointcloud)
+    else:
+        (run_dir / FULL_CSV).unlink(missing_ok=True)
     reports.plot_miou_per_step(run_dir / "miou.png", results)
     return results
 
@@ -93,7 +121,16 @@ def csv_matches(path: Path, entries: list[dict[str, Any]]) -> bool:
 
 
 def format_summary(step: int, num_test: int, summary: dict[str, Any]) -> str:
+    """The log line of a step's test metrics; with full-coverage figures (``summary["full"]``) a
+    second line, each line naming its metric."""
     fmt = lambda v: "  -  " if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.2f}"
-    return (f"step {step} test ({num_test} samples): bg {fmt(summary['bg'])} | old {fmt(summary['old'])} | "
-            f"new {fmt(summary['new'])} | all {fmt(summary['all'])} | hIoU {fmt(summary['hiou'])} | "
-            f"OA {fmt(summary['oa'])}")
+
+    def figures(s: dict[str, Any]) -> str:
+        return (f"bg {fmt(s['bg'])} | old {fmt(s['old'])} | new {fmt(s['new'])} | all {fmt(s['all'])} | "
+                f"hIoU {fmt(s['hiou'])} | OA {fmt(s['oa'])}")
+
+    full = summary.get("full")
+    if full is None:
+        return f"step {step} test ({num_test} samples): {figures(summary)}"
+    return (f"step {step} test, metric sampled ({num_test} samples): {figures(summary)}\n"
+            f"step {step} test, metric full (every point): {figures(full)}")

@@ -6,6 +6,11 @@ see ``css.reports`` for their definitions). Runs whose resolved configurations d
 seed (top-level keys ``seed``, ``name``, ``output_dir``, ``run_dir`` are ignored) form a group,
 and every group of more than one run is printed as mean ± sample standard deviation (n - 1).
 Runs known only from a CSV carry no configuration and are never grouped.
+
+Point-cloud runs evaluated with ``data.full_coverage`` also have the full-coverage figures
+(results.json ``full``, or ``results_full.csv`` beside a results.csv): a second table, and a
+``full`` entry per run and group in ``--json``, each named by its metric
+(docs/pointcloud-evaluation.md#report).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from css.errors import CSSError
-from css.reports import METRICS, OPTIONAL_METRICS, dumps_json, format_table, read_results_csv, read_results_json, summarize_csv_rows
+from css.recording import FULL_CSV
+from css.reports import (FULL, METRICS, OPTIONAL_METRICS, SAMPLED, dumps_json, format_table, read_results_csv,
+                         read_results_json, summarize_csv_rows)
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -36,6 +43,8 @@ class Run:
     path: Path
     final: dict[str, float]
     config: dict[str, Any] | None
+    full: dict[str, float] | None = None
+    """The final full-coverage figures (point clouds with data.full_coverage), else None."""
 
 
 def load_run(arg: str) -> Run:
@@ -57,12 +66,18 @@ def load_run(arg: str) -> Run:
     else:
         raise CSSError(f"run '{arg}' does not exist; pass a run folder or a results.json / results.csv file")
 
+    keys = METRICS + OPTIONAL_METRICS
     if file.suffix == ".csv":
         summary = summarize_csv_rows(read_results_csv(file))
-        return Run(name, file, {k: summary[k] for k in METRICS + OPTIONAL_METRICS}, None)
+        full_csv = file.with_name(FULL_CSV)
+        full = None
+        if file.name == RESULTS_CSV and full_csv.is_file():
+            full = {k: v for k, v in summarize_csv_rows(read_results_csv(full_csv)).items() if k in keys}
+        return Run(name, file, {k: summary[k] for k in keys}, None, full)
     results = read_results_json(file)
     config = results.get("metadata", {}).get("config")
-    return Run(name, file, results["final"], config if isinstance(config, dict) else None)
+    full = results.get(FULL, {}).get("final") if isinstance(results.get(FULL), dict) else None
+    return Run(name, file, results["final"], config if isinstance(config, dict) else None, full)
 
 
 def group_by_config(runs: Sequence[Run]) -> list[list[Run]]:
@@ -107,25 +122,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     groups = [g for g in group_by_config(runs) if len(g) > 1]
     keys = METRICS + OPTIONAL_METRICS
     stats = [{k: mean_std([r.final.get(k, math.nan) for r in g]) for k in keys} for g in groups]
+    with_full = any(r.full is not None for r in runs)
+    nan_final = {k: math.nan for k in keys}
+    full_stats = [{k: mean_std([(r.full or nan_final).get(k, math.nan) for r in g]) for k in keys} for g in groups]
 
     if args.json:
         doc = {
-            "runs": [{"run": r.name, "path": str(r.path), "final": r.final} for r in runs],
+            "runs": [{"run": r.name, "path": str(r.path), "final": r.final, **({FULL: r.full} if with_full else {})}
+                     for r in runs],
             "groups": [
                 {"runs": [r.name for r in g], "n": len(g),
-                 "mean": {k: s[k][0] for k in keys}, "std": {k: s[k][1] for k in keys}}
-                for g, s in zip(groups, stats)
+                 "mean": {k: s[k][0] for k in keys}, "std": {k: s[k][1] for k in keys},
+                 **({FULL: {"mean": {k: f[k][0] for k in keys}, "std": {k: f[k][1] for k in keys}}}
+                    if with_full else {})}
+                for g, s, f in zip(groups, stats, full_stats)
             ],
         }
+        if with_full:
+            doc["metrics"] = [SAMPLED, FULL]
         print(dumps_json(doc))
         return 0
 
-    print(format_table([{"run": r.name, **r.final} for r in runs]))
-    if groups:
-        print("\nruns differing only by seed: mean ± sample std (n - 1)")
-        print(format_table([{"run": f"group {i} (n={len(g)})", **s} for i, (g, s) in enumerate(zip(groups, stats), 1)]))
-        for i, g in enumerate(groups, 1):
-            print(f"  group {i}: " + ", ".join(r.name for r in g))
+    # Point-cloud runs with full-coverage figures get a second table; each table names its metric
+    # (docs/pointcloud-evaluation.md#report), so the two are never mixed up.
+    tables = [(SAMPLED, lambda r: r.final, stats)]
+    if with_full:
+        tables.append((FULL, lambda r: r.full or nan_final, full_stats))
+    for n, (metric, final_of, group_stats) in enumerate(tables):
+        if with_full:
+            print(("\n" if n else "") + f"metric: {metric}" +
+                  (" (every point of every test block)" if metric == FULL else " (the reference's sampled points)"))
+        print(format_table([{"run": r.name, **final_of(r)} for r in runs]))
+        if groups:
+            print("\nruns differing only by seed: mean ± sample std (n - 1)")
+            print(format_table([{"run": f"group {i} (n={len(g)})", **s}
+                                for i, (g, s) in enumerate(zip(groups, group_stats), 1)]))
+            for i, g in enumerate(groups, 1):
+                print(f"  group {i}: " + ", ".join(r.name for r in g))
     return 0
 
 

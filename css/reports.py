@@ -1,4 +1,5 @@
-"""Result files of a run: the reference-compatible CSV, ``results.json``, a plot and text tables.
+"""Result files of a run: the reference-compatible CSV and ``results.json`` (the plot and the text
+tables are in css.tables, the run metadata in css.run_metadata; their names import from here too).
 
 Results CSV (docs/protocol-2d.md#results-csv), no header, one row per step::
 
@@ -19,8 +20,13 @@ which keeps it readable by the reference ``average_csv.py``.
                  "num_classes": C_cur,
                  "summary": {"bg", "old", "new", "all", "hiou"},   # this step's own split
                  "iou": [IoU of each class 0..C_cur-1, null if absent from the ground truth],
-                 "mean_iou": float}, ...],
-      "final": {"bg", "old", "new", "all", "avg", "hiou"},
+                 "mean_iou": float,
+                 "full": {"metric": "full", "summary", "iou", "mean_iou", "num_points", "num_blocks"}
+                         # optional: the full-coverage figures (docs/pointcloud-evaluation.md#full-coverage)
+                }, ...],
+      "final": {"bg", "old", "new", "all", "avg", "hiou", "oa"},
+      "metric": "sampled",             # point clouds: what "steps"/"final" hold
+      "full": {"metric": "full", "final": {...}},   # point clouds with data.full_coverage only
       "class_names": [...],
       "metadata": {"protocol", "seed", "world_size", "global_batch", "precision",
                    "versions": {...}, "git_commit": str | null, "created": ISO time,
@@ -36,14 +42,9 @@ means (the reference crashed on them, docs/protocol-2d.md#final-summary).
 
 from __future__ import annotations
 
-import datetime as _dt
-import importlib.metadata
-import io
 import json
 import math
 import os
-import platform
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,15 +52,21 @@ from typing import Any
 
 from css.errors import CSSError
 from css.metrics import harmonic_mean
-from css.utils import atomic_write_bytes, atomic_write_text
+from css.utils import atomic_write_text
+
+# The table and the plot live in css.tables; their names stay importable from here. METRICS: the
+# final figures; OPTIONAL_METRICS: the overall accuracy, in results.json and in the tables when a run has it.
+from css.tables import METRICS, OPTIONAL_METRICS, format_table, plot_miou_per_step  # noqa: F401
+# The metadata every result file records lives in css.run_metadata; importable from here too.
+from css.run_metadata import build_metadata, collect_versions, git_commit  # noqa: F401
 
 NOT_SEEN = "x"  # class not yet learnt at that step (docs/protocol-2d.md#results-csv)
 ABSENT = "X"  # class learnt but without ground truth in the test set (docs/protocol-2d.md#results-csv)
-METRICS = ("bg", "old", "new", "all", "avg", "hiou")
 _STEP_METRICS = ("bg", "old", "new", "all", "hiou", "oa")
-# Overall accuracy: in results.json (step summaries and final) and in the tables when a run has it.
-OPTIONAL_METRICS = ("oa",)
 OA_CELL = "oa="
+# The names of the two point-cloud metrics (docs/pointcloud-evaluation.md): "sampled" is the
+# reference's (the figures of every run), "full" scores every point and sits under its own key.
+SAMPLED, FULL = "sampled", "full"
 
 
 # --------------------------------------------------------------------------- results CSV
@@ -217,8 +224,12 @@ def build_results(
     dataset: str | None = None,
     method: str | None = None,
     background: bool = True,
+    metric: str | None = None,
 ) -> dict[str, Any]:
     """The results.json document (module docstring), with ``final`` computed from the steps.
+
+    ``metric`` names what steps/final hold (point clouds: "sampled"); omitted when None (images).
+    Step entries with a ``full`` block, all of them, add the document's ``full`` final.
 
     ``background=False``: channel 0 is a synthetic background channel (point clouds), so the
     final ``bg`` is not reported (null); ``all`` already leaves it out (ConfusionMatrix.summary).
@@ -233,7 +244,7 @@ def build_results(
     if not background:
         final["bg"] = math.nan
     final["oa"] = steps_entries[-1].get("summary", {}).get("oa", math.nan)
-    return {
+    results = {
         "task": task,
         "dataset": dataset,
         "method": method,
@@ -242,6 +253,26 @@ def build_results(
         "class_names": list(class_names),
         "metadata": dict(metadata),
     }
+    if metric is not None:
+        results["metric"] = metric
+    full = full_final(steps_entries, background=background)
+    if full is not None:
+        results[FULL] = {"metric": FULL, "final": full}
+    return results
+
+
+def full_final(steps_entries: Sequence[Mapping[str, Any]], *, background: bool = True) -> dict[str, float] | None:
+    """The ``final`` block of the full-coverage figures (docs/pointcloud-evaluation.md#full-coverage),
+    computed like the sampled one; None unless every step entry has them (``avg`` needs all steps)."""
+    blocks = [e.get(FULL) for e in steps_entries]
+    if not blocks or any(not isinstance(b, Mapping) for b in blocks):
+        return None
+    final = final_summary([b["iou"] for b in blocks], [_nan_if_none(b["mean_iou"]) for b in blocks],
+                          num_base=int(steps_entries[0]["num_classes"]))
+    if not background:
+        final["bg"] = math.nan
+    final["oa"] = _nan_if_none(blocks[-1].get("summary", {}).get("oa"))
+    return final
 
 
 def write_results_json(
@@ -286,6 +317,11 @@ def read_results_json(path: str | os.PathLike) -> dict[str, Any]:
     results["final"] = {k: _nan_if_none(results["final"].get(k)) for k in METRICS + OPTIONAL_METRICS}
     for entry in results["steps"]:
         entry["summary"] = {k: _nan_if_none(v) for k, v in entry["summary"].items()}
+        if isinstance(entry.get(FULL), dict):
+            entry[FULL]["summary"] = {k: _nan_if_none(v) for k, v in entry[FULL].get("summary", {}).items()}
+    if isinstance(results.get(FULL), dict):
+        results[FULL]["final"] = {k: _nan_if_none(results[FULL].get("final", {}).get(k))
+                                  for k in METRICS + OPTIONAL_METRICS}
     return results
 
 
@@ -312,121 +348,3 @@ def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays/scalars and torch tensors
         return _finite(obj.tolist())
     raise TypeError(f"cannot store a {type(obj).__name__} in results.json")
-
-
-# --------------------------------------------------------------------------- metadata
-def collect_versions() -> dict[str, str | None]:
-    """Versions of Python, the core libraries and css, for the results metadata."""
-    import torch
-
-    import css
-
-    def dist_version(name: str) -> str | None:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": dist_version("torchvision"),
-        "numpy": dist_version("numpy"),
-        "css": css.__version__,
-        "cuda": torch.version.cuda,
-    }
-
-
-def git_commit(repo_dir: str | os.PathLike) -> str | None:
-    """The commit hash checked out in ``repo_dir``; None if it is not a git repository (or no git)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", os.fspath(repo_dir), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
-def build_metadata(
-    config_dict: Mapping[str, Any],
-    *,
-    protocol: str,
-    seed: int,
-    world_size: int,
-    global_batch: int,
-    precision: str,
-) -> dict[str, Any]:
-    """What every result file records (docs/contracts.md#protocol): protocol, seed, processes, batch,
-    precision, versions, git commit of the css checkout, creation time and the resolved config."""
-    return {
-        "protocol": protocol,
-        "seed": seed,
-        "world_size": world_size,
-        "global_batch": global_batch,
-        "precision": precision,
-        "versions": collect_versions(),
-        "git_commit": git_commit(Path(__file__).resolve().parent.parent),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": dict(config_dict),
-    }
-
-
-# --------------------------------------------------------------------------- plot and table
-def plot_miou_per_step(path_png: str | os.PathLike, results: Mapping[str, Any]) -> None:
-    """PNG of the per-step mIoU (all, old, new, bg; x100) of a results document, written atomically."""
-    # Figure + Agg canvas directly: no pyplot global state, works without a display.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    steps = [e["step"] for e in results["steps"]]
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for key, style in (("all", "-o"), ("old", "--s"), ("new", "--^"), ("bg", ":x")):
-        values = [_nan_if_none(e["summary"].get(key)) * 100 for e in results["steps"]]
-        ax.plot(steps, values, style, label=key)
-    ax.set_xlabel("step")
-    ax.set_ylabel("IoU (%)")
-    ax.set_xticks(steps)
-    title = " ".join(str(results.get(k)) for k in ("dataset", "task", "method") if results.get(k))
-    ax.set_title(title or "mIoU per step")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    atomic_write_bytes(path_png, buffer.getvalue())
-
-
-def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Fixed-width table with columns run, bg, old, new, all, avg, hIoU (values x100, 2 decimals).
-
-    Each row maps "run" to a name and each metric to a fraction, None/nan (shown "-"), or a
-    (mean, std) pair (shown "mean ± std").
-    """
-    shown = METRICS + tuple(k for k in OPTIONAL_METRICS if any(_has(r.get(k)) for r in rows))
-    header = ["run", "bg", "old", "new", "all", "avg", "hIoU"] + [k.upper() for k in shown[len(METRICS):]]
-    body = [[str(r["run"])] + [_cell(r.get(k)) for k in shown] for r in rows]
-    widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
-
-    def render(line: list[str]) -> str:
-        return "  ".join([line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])])
-
-    return "\n".join([render(header), "  ".join("-" * w for w in widths)] + [render(line) for line in body])
-
-
-def _has(value: Any) -> bool:
-    if isinstance(value, tuple):
-        value = value[0]
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, tuple):
-        mean, std = value
-        return f"{_cell(mean)} ± {_cell(std)}"
-    if value is None or math.isnan(value):
-        return "-"
-    return f"{100 * value:.2f}"

@@ -19,6 +19,7 @@ from css.reports import (
     build_metadata,
     build_results,
     collect_versions,
+    dumps_json,
     format_table,
     git_commit,
     plot_miou_per_step,
@@ -225,3 +226,49 @@ def test_report_module_entry_point(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- full-coverage figures
+def _entry(step, iou, full_iou=None):
+    present = [v for v in iou[1:] if v is not None]
+    entry = {"step": step, "num_classes": len(iou), "iou": iou, "mean_iou": sum(present) / len(present),
+             "summary": {"oa": 0.5 + step / 10}}
+    if full_iou is not None:
+        fp = [v for v in full_iou[1:] if v is not None]
+        entry["full"] = {"metric": "full", "iou": full_iou, "mean_iou": sum(fp) / len(fp),
+                         "summary": {"oa": 0.6 + step / 10}}
+    return entry
+
+
+def test_the_full_final_is_computed_like_the_sampled_one_by_hand(tmp_path):
+    # channel 0 synthetic background; base classes 1-2 (step 0 has 3 channels), new class 3
+    entries = [_entry(0, [None, 0.5, 0.7], [None, 0.6, 0.8]), _entry(1, [None, 0.4, 0.6, 0.2], [None, 0.5, 0.7, 0.3])]
+    doc = build_results(entries, ["bg", "a", "b", "c"], {}, background=False, metric="sampled")
+    assert doc["metric"] == "sampled" and doc["full"]["metric"] == "full"
+    full = doc["full"]["final"]
+    assert math.isclose(full["old"], (0.5 + 0.7) / 2) and math.isclose(full["new"], 0.3)
+    assert math.isclose(full["all"], (0.5 + 0.7 + 0.3) / 3)
+    assert math.isclose(full["avg"], ((0.6 + 0.8) / 2 + (0.5 + 0.7 + 0.3) / 3) / 2)
+    assert math.isclose(full["hiou"], 2 * 0.6 * 0.3 / 0.9) and math.isnan(full["bg"]) and full["oa"] == 0.7
+    assert math.isclose(doc["final"]["all"], 0.4)  # the sampled figures are untouched
+    path = tmp_path / "results.json"
+    atomic_write_text(path, dumps_json(doc))
+    back = read_results_json(path)
+    assert math.isnan(back["full"]["final"]["bg"]) and back["full"]["final"]["oa"] == 0.7
+
+
+def test_no_full_final_unless_every_step_has_it():
+    entries = [_entry(0, [None, 0.5, 0.7]), _entry(1, [None, 0.4, 0.6, 0.2], [None, 0.5, 0.7, 0.3])]
+    doc = build_results(entries, ["bg", "a", "b", "c"], {}, background=False)
+    assert "full" not in doc and "metric" not in doc  # images name no metric
+
+
+def test_the_log_line_names_each_metric():
+    from css.recording import format_summary
+
+    s = {"bg": math.nan, "old": 0.5, "new": 0.25, "all": 0.4, "hiou": 1 / 3, "oa": 0.9}
+    assert format_summary(1, 9, s) == ("step 1 test (9 samples): bg   -   | old 50.00 | new 25.00 | all 40.00 | "
+                                       "hIoU 33.33 | OA 90.00")
+    sampled, full = format_summary(1, 9, dict(s, full=dict(s, all=0.45))).splitlines()
+    assert sampled.startswith("step 1 test, metric sampled (9 samples): bg")
+    assert full.startswith("step 1 test, metric full (every point): bg") and "all 45.00" in full

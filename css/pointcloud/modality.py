@@ -9,7 +9,9 @@ What it owns beside the model and the datasets:
   channel 0 is not a class; docs/pointcloud.md#evaluation);
 - the ``protocol: reference`` quirks of training and evaluation (docs/pointcloud.md#protocol):
   norm layers and dropout frozen in eval mode from epoch 4 on, and the last incomplete test
-  batch left out.
+  batch left out;
+- the full-coverage metric (``data.full_coverage``): every point of every test block predicted,
+  reported next to the sampled one (css.pointcloud.coverage, docs/pointcloud-evaluation.md#full-coverage).
 """
 
 from __future__ import annotations
@@ -118,10 +120,28 @@ class PointCloudModality:
         from css.engine import evaluate
 
         batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
-        return evaluate(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
-                        precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
-                        collate=self.collate, desc=f"step {step} test",
-                        drop_last=cfg.protocol == "reference", predict=class_predictor(task, step))
+        cm = evaluate(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
+                      precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
+                      collate=self.collate, desc=f"step {step} test",
+                      drop_last=cfg.protocol == "reference", predict=class_predictor(task, step))
+        cm.metric = "sampled"
+        if cfg.data.full_coverage:
+            # the recorder (css.recording) writes it next to the sampled figures under its own name
+            cm.full = self.evaluate_full(model, dataset, cfg, task, step, env)
+        return cm
+
+    def evaluate_full(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
+        """Every point of every test block predicted (docs/pointcloud-evaluation.md#full-coverage)."""
+        from css.config import step_value
+        from css.pointcloud.coverage import evaluate_full
+
+        batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
+        cm = evaluate_full(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
+                           seed=cfg.data.eval_seed, precision=cfg.train.precision,
+                           predict=class_predictor(task, step))
+        log.info("step %d full coverage: %d points of %d blocks in %d samples", step, cm.points, cm.blocks,
+                 cm.samples)
+        return cm
 
 
 def in_channels(cfg) -> int:
