@@ -146,3 +146,16 @@ def test_train_cli_passes_redo_from(tmp_path, monkeypatch):
     make_config("image", tmp_path, "cli")
     assert train.main(["--config", str(tmp_path / "cli.yaml"), "--redo-from", "1"]) == 0
     assert seen["redo_from"] == 1
+
+
+def test_switching_on_full_coverage_is_not_a_config_change():
+    """data.full_coverage only adds an evaluation (docs/pointcloud-evaluation.md#full-coverage): a run may
+    resume with it switched on; a training key beside it still counts."""
+    from css import identity
+
+    saved = {"modality": "pointcloud", "data": {"full_coverage": None, "num_points": 2048}, "train": {"lr": 0.001}}
+    now = {"modality": "pointcloud", "data": {"full_coverage": True, "num_points": 2048}, "train": {"lr": 0.001}}
+    assert identity.changes(saved, now) == []
+    assert identity.config_hash(saved) == identity.config_hash(now)
+    now["data"]["num_points"] = 4096
+    assert identity.changes(saved, now) == [("data.num_points", 2048, 4096)]
