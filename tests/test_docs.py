@@ -23,10 +23,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Links to sections that other branches create; the coordinator removes this list after the merge.
-PENDING_ANCHORS = [
-]
-
 # Built from pieces: written out whole, this file would report itself.
 FORBIDDEN = [
     "../" + "shared",
@@ -141,8 +137,6 @@ def _anchors_of_file(path: Path) -> set[str] | None:
 def check_target(doc: Path, anchor: str | None, label: str) -> str | None:
     """Why ``doc#anchor`` does not resolve (None when it does); ``label`` is how it was cited."""
     rel = doc.resolve().relative_to(ROOT).as_posix() if doc.resolve().is_relative_to(ROOT) else str(doc)
-    if rel in PENDING_ANCHORS or (anchor and f"{rel}#{anchor}" in PENDING_ANCHORS):
-        return None
     anchors = _anchors_of_file(doc)
     if anchors is None:
         return f"{label}: {rel} does not exist"
@@ -243,8 +237,6 @@ def test_checkers_find_broken_citations_links_and_words(tmp_path):
         f"x.py:1 cites {d}tasks.md#no-such-section: {d}tasks.md has no section #no-such-section"]
     assert citation_problems(f"a\nsee {d}nowhere.md.", "x.py") == [
         f"x.py:2 cites {d}nowhere.md: {d}nowhere.md does not exist"]
-    # A pending link of another branch is accepted until the merge.
-    assert citation_problems(f"see {PENDING_ANCHORS[0]}", "x.py") == []
     # Markdown links, relative to the linking file; code spans and fences are not links.
     page = tmp_path / "page.md"
     page.write_text("# Top\n[a](#top) [b](#gone) `[c](#gone)`\n```\n[d](#gone)\n```\n[e](other.md)\n"
