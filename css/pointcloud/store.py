@@ -180,8 +180,13 @@ class BlockStore:
                 self._counts = {s: f["counts" + _suffix(s)][()] for s in self.label_sets}
                 self.extra = tuple(k for k in f.keys() if k not in _KNOWN and not k.startswith("label")
                                    and not k.startswith("counts"))
-        except OSError as exc:
-            raise DataError(f"prepared split {self.path} cannot be read ({exc}); prepare it again") from exc
+        except OSError as exc:  # truncated (a copy cut short, a full disk) or not an HDF5 file
+            raise DataError(f"prepared split {self.path} cannot be read ({exc}): it is truncated or corrupt; "
+                            f"prepare it again with python -m css.pointcloud.prepare (docs/pointcloud-data.md), "
+                            f"or copy it again") from exc
+        except (KeyError, ValueError) as exc:  # a dataset or attribute is missing or unreadable
+            raise DataError(f"prepared split {self.path} lacks or cannot read {exc}: it is incomplete or was not "
+                            f"written by css; prepare it again with python -m css.pointcloud.prepare") from exc
         self._file = None
         self._pid = None
         self._datasets: dict[str, Any] = {}
@@ -221,8 +226,12 @@ class BlockStore:
         """coord (n, 3) float32, color (n, 3) uint8, label (n,) int64 of block ``index``."""
         self._check_set(label_set)
         a, b = int(self.offsets[index]), int(self.offsets[index + 1])
-        return {"coord": self._dataset("coord")[a:b], "color": self._dataset("color")[a:b],
-                "label": self._dataset("label" + _suffix(label_set))[a:b].astype(np.int64)}
+        try:
+            return {"coord": self._dataset("coord")[a:b], "color": self._dataset("color")[a:b],
+                    "label": self._dataset("label" + _suffix(label_set))[a:b].astype(np.int64)}
+        except (OSError, KeyError) as exc:  # the file changed or was damaged after it was opened
+            raise DataError(f"prepared split {self.path}: block {index} ({self.ids[index]}) cannot be read ({exc}); "
+                            f"the file is damaged: prepare it again with python -m css.pointcloud.prepare") from exc
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
