@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from css.errors import DataError
-from css.image.datasets.checks import DamagedFile, damaged, report
+from css.image.datasets.checks import DamagedFile, damaged, image_problem, report
 from css.image.datasets.listing import Listing
 from css.index import cache_folder, cached_counts, files_key
 
@@ -68,6 +68,10 @@ def scan(listing: Listing) -> np.ndarray:
         len(listing.labels), listing.name, listing.split, workers,
     )
     def one(path: str) -> np.ndarray | str:
+        # A PNG cut in its last chunks may still decode; verify() checks every chunk and its checksum.
+        problem = image_problem(path)
+        if problem:
+            return problem
         try:
             return label_histogram(path, listing.num_labels, listing.ignore_value)
         except DamagedFile as exc:
