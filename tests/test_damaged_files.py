@@ -138,6 +138,26 @@ def test_a_prepared_split_without_a_dataset_is_named(tmp_path):
         BlockStore(tmp_path / "test.h5")
 
 
+@pytest.mark.parametrize("damage", ["offsets", "counts"])
+def test_a_prepared_split_whose_block_index_disagrees_is_named(tmp_path, damage):
+    """offsets must start at 0, never decrease and end at the number of points; every per-block
+    array has one row per block."""
+    import h5py
+
+    make_s3dis(tmp_path)
+    with h5py.File(tmp_path / "train.h5", "a") as f:
+        if damage == "offsets":
+            offsets = f["offsets"][()]
+            del f["offsets"]
+            f["offsets"] = offsets[:-1]  # the last block's end is lost
+        else:
+            counts = f["counts"][()]
+            del f["counts"]
+            f["counts"] = counts[1:]
+    with pytest.raises(DataError, match=f"^prepared split {tmp_path / 'train.h5'} has an inconsistent block index"):
+        BlockStore(tmp_path / "train.h5")
+
+
 def _cloud(n=100):
     rng = np.random.default_rng(0)
     return rng.random((n, 3)), rng.integers(0, 256, (n, 3)).astype(np.uint8), rng.integers(0, 5, n)

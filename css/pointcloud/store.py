@@ -180,6 +180,7 @@ class BlockStore:
                 self._counts = {s: f["counts" + _suffix(s)][()] for s in self.label_sets}
                 self.extra = tuple(k for k in f.keys() if k not in _KNOWN and not k.startswith("label")
                                    and not k.startswith("counts"))
+                self._check_index(len(f["coord"]))
         except OSError as exc:  # truncated (a copy cut short, a full disk) or not an HDF5 file
             raise DataError(f"prepared split {self.path} cannot be read ({exc}): it is truncated or corrupt; "
                             f"prepare it again with python -m css.pointcloud.prepare (docs/pointcloud-data.md), "
@@ -190,6 +191,21 @@ class BlockStore:
         self._file = None
         self._pid = None
         self._datasets: dict[str, Any] = {}
+
+    def _check_index(self, points: int) -> None:
+        """The block index must describe the point arrays: a split whose index and points disagree
+        (written by a crashed or foreign tool) would hand out wrong blocks without an error."""
+        blocks = len(self.offsets) - 1
+        sizes = {"block_ids": len(self.ids), "scene": len(self.scenes), "origin": len(self.origin),
+                 **{"counts" + _suffix(s): len(c) for s, c in self._counts.items()}}
+        wrong = {k: v for k, v in sizes.items() if v != blocks}
+        steps = np.diff(self.offsets)
+        if blocks < 0 or wrong or (blocks and (self.offsets[0] != 0 or (steps < 0).any()
+                                               or self.offsets[-1] != points)):
+            raise DataError(f"prepared split {self.path} has an inconsistent block index ({max(blocks, 0)} blocks "
+                            f"by offsets, ending at point {self.offsets[-1] if len(self.offsets) else None} of "
+                            f"{points}; other lengths {wrong or 'agree'}); it is damaged: prepare it again with "
+                            f"python -m css.pointcloud.prepare")
 
     def __len__(self) -> int:
         return len(self.ids)
