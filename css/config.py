@@ -149,6 +149,9 @@ class TrainConfig:
     """Skip up to this many batches per step whose loss is inf/NaN (a warning each; the next one stops
     the run with a TrainingError); fp16 overflows, skipped by the GradScaler, do not count
     (docs/controller.md#non-finite-losses)."""
+    dist_timeout: float = 1800.0
+    """DDP: seconds a process waits for the others in one collective before it stops with a clear error
+    (a hung or stopped process, docs/faults.md#distributed-runs); torch's default, 30 minutes."""
     legacy_eval_mode: bool | None = None
     """Point clouds: train with batch norm and dropout in eval mode from epoch 4 on, as the 3DPC-CISS
     code does by accident (docs/pointcloud.md#protocol); null = on under protocol reference."""
@@ -415,6 +418,9 @@ def _check_values(cfg: Config, source: str) -> None:
     if t.skip_nonfinite < 0:
         raise ConfigError(f"{where}train.skip_nonfinite must be >= 0 (0: stop at the first non-finite loss), "
                           f"got {t.skip_nonfinite}")
+    if not t.dist_timeout > 0:
+        raise ConfigError(f"{where}train.dist_timeout must be a positive number of seconds (default 1800), "
+                          f"got {t.dist_timeout}")
     if t.lr <= 0 or (t.step0.lr is not None and t.step0.lr <= 0):
         raise ConfigError(f"{where}train.lr and train.step0.lr must be positive")
     if not 0 < t.lr_gamma <= 1:

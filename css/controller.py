@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,12 @@ import torch
 from css import checkpoint as ck
 from css import identity, recording, reports
 from css.config import Config, from_dict, step_value
-from css.distributed import DistEnv, barrier, cpu_has_bf16, init_distributed, run_on_main, seed_everything
 from css.best_epoch import BestOnTest, best_path, selects_best_on_test
+from css.distributed import (DistEnv, barrier, collective_timeout_error, cpu_has_bf16, init_distributed, is_timeout,
+                             run_on_main, seed_everything)
 from css.engine import Trainer, TrainSettings
 from css.handover import hand_over, load_step
-from css.errors import ConfigError
+from css.errors import CheckpointError, ConfigError
 from css.methods import PRESETS, Objective, resolve_method
 from css.modality import Modality, get_modality
 from css.runfolder import prepare_run_folder
@@ -103,6 +105,8 @@ class Controller:
     modality: Modality
     init_step0: str | None = None
     redo_from: int | None = None
+    replace_step0: bool = False
+    """--replace-step0: --init-step0 may replace a finished step 0 (docs/controller.md#command-line)."""
     task: Task = field(init=False)
     run_dir: Path = field(init=False)
 
@@ -114,6 +118,37 @@ class Controller:
         self.writer = None
         self.lock = None  # rank 0's css.runlock.RunLock while a run holds the folder
         self.step_configs: dict[int, dict[str, Any]] = {}  # the config each finished step was trained with
+        self.imported_regularizer: dict[str, Any] | None = None  # the --init-step0 file's, see check_init_step0
+
+    def check_init_step0(self) -> None:
+        """Before a run folder is made: a method with a parameter regulariser (EWC, RW, PI) needs the
+        importance that step 0 estimates while it trains (docs/protocol-2d.md#regularisers). An imported
+        step-0 model carries it only when it is a css checkpoint trained with the same regulariser;
+        then that state is kept, else the import is refused (docs/faults.md#run-folder-and-command-line)."""
+        m = self.cfg.method
+        if not self.init_step0 or m.regularizer in (None, "none") or (m.reg_importance or 0) <= 0:
+            return
+        kind = str(m.regularizer).lower()
+        found = "a file that is not a css step checkpoint"
+        path = self.init_step0
+        if "," not in path:
+            try:
+                obj = ck.peek(path)
+            except CheckpointError:
+                obj = {}
+            if obj.get("format") == ck.FORMAT:
+                state = obj.get("regularizer")
+                if isinstance(state, dict) and state.get("kind") == kind:
+                    self.imported_regularizer = {k: v for k, v in state.items()}
+                    return
+                found = (f"a css checkpoint trained with regulariser {state.get('kind')!r}" if isinstance(state, dict)
+                         else "a css checkpoint trained without a regulariser")
+        raise ConfigError(
+            f"--init-step0 {path}: method {m.name!r} trains step 1 and later with {m.reg_importance:g} x "
+            f"{kind.upper()}, whose parameter importance is estimated while step 0 trains, and the imported file "
+            f"is {found}, so step 1 would train without the penalty. Fix: train step 0 here (leave out "
+            f"--init-step0), import the step0/model.pt of a css run of a method with regulariser {kind}, or pick a "
+            f"method without a parameter regulariser")
 
     def identity_state(self, parent_hash: str | None) -> dict[str, Any]:
         """What every checkpoint records of its config (docs/controller.md#config-identity)."""
@@ -192,6 +227,9 @@ class Controller:
         if step == 0 and self.init_step0:
             report = self.modality.import_weights(model, self.init_step0)
             log.info("step 0: imported %s (%s); evaluating it instead of training", self.init_step0, report)
+            if self.imported_regularizer is not None:
+                log.info("step 0: the next step's %s penalty uses the importance stored in %s",
+                         self.imported_regularizer["kind"].upper(), self.init_step0)
             model.to(env.device)
             self.finish_step(step, model, objective, trained=False)
             return
@@ -212,23 +250,26 @@ class Controller:
                 model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
         settings = self.settings(step)
         dataset = self.dataset(step, "train")
+        # The test split is indexed (and its files checked) before training, so that a damaged test
+        # file stops the run now rather than after the step has trained (docs/faults.md#data-files).
+        test_set = self.dataset(step, "test")
         log.info("step %d: %d training samples, global batch %d, %d epochs, lr %g", step, len(dataset),
                  settings.batch_size, settings.epochs, settings.lr)
         trainer = Trainer(model=train_model, old_model=old_model, objective=objective, dataset=dataset, env=env,
                           settings=settings, resume_file=ck.resume_path(self.run_dir, step),
                           collate=self.modality.collate, writer=self.writer)
-        best = self.best_on_test(step, parent_hash)  # docs/pointcloud-baselines.md#joint-training
+        best = self.best_on_test(step, parent_hash, test_set)  # docs/pointcloud-baselines.md#joint-training
         trainer.fit(extra_state=self.identity_state(parent_hash), after_epoch=best)
         if best is not None:
             best.restore(model)
-        self.finish_step(step, model, objective, trained=True, history=trainer.history, parent_hash=parent_hash)
+        self.finish_step(step, model, objective, trained=True, history=trainer.history, parent_hash=parent_hash,
+                         test_set=test_set)
 
-    def best_on_test(self, step: int, parent_hash: str | None) -> BestOnTest | None:
+    def best_on_test(self, step: int, parent_hash: str | None, test_set) -> BestOnTest | None:
         """The best-epoch hook of train.select_best_on_test (None when off): test mIoU every
         train.best_on_test_every epochs (docs/pointcloud-baselines.md#joint-training)."""
         if not selects_best_on_test(self.cfg, self.task.num_steps):
             return None
-        test_set = self.dataset(step, "test")
         num_base = self.task.num_classes(0)
 
         def score(model: torch.nn.Module) -> float:
@@ -255,12 +296,15 @@ class Controller:
                 barrier()
 
     def finish_step(self, step: int, model: torch.nn.Module, objective: Objective, *, trained: bool,
-                    history: list | None = None, parent_hash: str | None = None) -> None:
+                    history: list | None = None, parent_hash: str | None = None, test_set=None) -> None:
         cfg, env, task = self.cfg, self.env, self.task
-        test_set = self.dataset(step, "test")
+        test_set = test_set if test_set is not None else self.dataset(step, "test")
         cm = self.modality.evaluate(model, test_set, cfg, task, step, env)
         if env.is_main:
-            extra = {"regularizer": objective.regularizer.state_dict() if objective.regularizer else None,
+            regularizer = objective.regularizer.state_dict() if objective.regularizer else None
+            if not trained and step == 0:
+                regularizer = self.imported_regularizer  # check_init_step0
+            extra = {"regularizer": regularizer,
                      "thresholds": objective.thresholds, "trained": trained, "world_size": env.world_size,
                      "history": [vars(h) for h in history or []], **self.identity_state(parent_hash)}
             ck.save_step_model(ck.model_path(self.run_dir, step), model, step=step,
@@ -318,12 +362,57 @@ class Controller:
 
 
 def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | None = None,
-                    verbose: bool = False, redo_from: int | None = None) -> dict[str, Any] | None:
+                    verbose: bool = False, redo_from: int | None = None,
+                    replace_step0: bool = False) -> dict[str, Any] | None:
     """``redo_from``: retrain step T and later with this config, keeping the finished steps before T
-    (docs/controller.md#redo-from)."""
-    env = init_distributed(cfg.device)
+    (docs/controller.md#redo-from). ``replace_step0``: --init-step0 may replace a finished step 0.
+
+    A start that fails before anything was trained leaves no run folder behind when this call made
+    it (docs/controller.md#failed-starts)."""
+    env = init_distributed(cfg.device, cfg.train.dist_timeout)
     modality = get_modality(cfg.modality)
-    ctl = Controller(cfg, env, modality, init_step0=init_step0, redo_from=redo_from)
+    ctl = Controller(cfg, env, modality, init_step0=init_step0, redo_from=redo_from, replace_step0=replace_step0)
     selected = parse_steps(steps, ctl.task.num_steps)  # a bad --steps leaves no run folder behind
+    ctl.check_init_step0()
+    created = _first_missing(cfg.run_dir) if env.is_main else None
     setup_logging(cfg.run_dir, env, verbose)
-    return ctl.run(selected)
+    try:
+        return ctl.run(selected)
+    except Exception as exc:
+        if created is not None and not _trained_anything(cfg.run_dir):
+            _remove_failed_start(cfg.run_dir, created)
+        if env.distributed and is_timeout(exc):
+            raise collective_timeout_error(exc, env.rank, cfg.train.dist_timeout) from None
+        raise
+
+
+def _first_missing(run_dir: Path) -> Path | None:
+    """The outermost folder of ``run_dir`` (itself or a parent) that does not exist yet, or None."""
+    run_dir = Path(run_dir).absolute()
+    if run_dir.exists():
+        return None
+    top = run_dir
+    while not top.parent.exists():
+        top = top.parent
+    return top
+
+
+def _trained_anything(run_dir: Path) -> bool:
+    """Whether a step of this run saved a finished model or a resumable epoch."""
+    return any(p.is_file() for pattern in ("step*/model.pt", "step*/resume.pt") for p in Path(run_dir).glob(pattern))
+
+
+def _remove_failed_start(run_dir: Path, created: Path) -> None:
+    """Remove the run folder (config.yaml, log.txt, tb/) that a failed start made, and the parents
+    it made for it; a start that failed leaves the output folder as it found it."""
+    logger = logging.getLogger("css")
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        handler.close()
+        logger.removeHandler(handler)
+    run_dir = Path(run_dir).absolute()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    folder = run_dir.parent
+    while folder != created.parent and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+    logger.info("the run did not start; removed %s, which this command had created", run_dir)

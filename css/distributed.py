@@ -7,6 +7,7 @@ LOCAL_RANK; without them the run is a single process. NCCL is used on CUDA, gloo
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 from dataclasses import dataclass
@@ -56,16 +57,46 @@ def pick_device(preference: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
-    """Read the torchrun environment and join the process group when there is more than one process."""
+DEFAULT_TIMEOUT = 1800.0
+"""Seconds a process waits for the others in one collective (train.dist_timeout), torch's own default."""
+
+
+def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> DistEnv:
+    """Read the torchrun environment and join the process group when there is more than one process.
+
+    ``timeout`` (train.dist_timeout, seconds) bounds every wait for the other processes: a process
+    that hangs or is stopped then makes the others fail with a TrainingError after that long
+    (``collective_timeout_error``, docs/faults.md#distributed-runs) instead of blocking forever. A
+    group that already exists (several runs in one process) keeps the timeout it was made with."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world,
+                                timeout=datetime.timedelta(seconds=float(timeout)))
     return DistEnv(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that ran past the process group's timeout. gloo and NCCL
+    report it as a RuntimeError (DistBackendError) whose text says it timed out."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("timed out" in text or "timeout" in text)
+
+
+def collective_timeout_error(exc: BaseException, rank: int, timeout: float):
+    """The TrainingError a process raises when the others did not answer within train.dist_timeout."""
+    from css.errors import TrainingError
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TrainingError(
+        f"rank {rank}: another process of this DDP run did not answer within train.dist_timeout={timeout:g} s "
+        f"({first[:200]}); it hung, was stopped or died. The finished epochs are kept: stop the remaining "
+        f"processes and re-run the same command to resume. If a phase legitimately keeps the other processes "
+        f"waiting longer (e.g. rank 0 reading every label file of a large split), raise train.dist_timeout "
+        f"(docs/faults.md#distributed-runs)")
 
 
 def current_env() -> tuple[int, int]:
@@ -107,6 +138,16 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def gather_object(obj, dst: int = 0) -> list | None:
+    """Every process's ``obj`` on rank ``dst`` (a list indexed by rank), None on the others; [obj]
+    without a process group. Used for the per-process part of the resume state (css/engine.py)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        box = [None] * dist.get_world_size() if dist.get_rank() == dst else None
+        dist.gather_object(obj, box, dst=dst)
+        return box
+    return [obj]
 
 
 def broadcast_object(obj, src: int = 0):

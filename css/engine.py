@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from css.checkpoint import rng_state, set_rng_state, unwrap
-from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, seed_everything
+from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, gather_object, seed_everything
 from css.errors import CheckpointError, TrainingError
 from css.metrics import ConfusionMatrix
 from css.utils import atomic_torch_save
@@ -115,17 +115,47 @@ class Trainer:
         self.start_epoch = 0
 
     # --------------------------------------------------------------------------------------------
-    def _state(self, epoch: int) -> dict[str, Any]:
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between the processes of a DDP run and must be restored per process: the RNG
+        state, and the pseudo-label thresholds, which under protocol reference each process computes
+        from its own shard (docs/protocol-2d.md#thresholds). Model, optimiser, scheduler, scaler and
+        regulariser are the same on every process (averaged gradients)."""
+        th = self.objective.thresholds
+        return {"rng": rng_state(), "thresholds": th.detach().cpu() if torch.is_tensor(th) else th}
+
+    def _state(self, epoch: int, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The resume state after ``epoch`` epochs. ``ranks``: every process's ``_rank_state()``, by
+        rank (docs/controller.md#recovery); the top-level ``rng`` and ``thresholds`` are rank 0's."""
         obj = self.objective
+        ranks = ranks or [self._rank_state()]
         return {
             "epoch": epoch, "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-            "thresholds": obj.thresholds,
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": ranks[0]["rng"],
+            "thresholds": ranks[0]["thresholds"], "ranks": ranks,
             "regularizer_progress": obj.regularizer.progress_state() if obj.regularizer else None,
             "history": [vars(h) for h in self.history],
             # The config the step trains with (docs/controller.md#config-identity), given to fit().
             **(getattr(self, "extra_state", None) or {}),
         }
+
+    def _restore_rank_state(self, st: dict[str, Any]) -> None:
+        """This process's RNG state and thresholds from a resume state (see ``_rank_state``)."""
+        env = self.env
+        ranks = st.get("ranks")
+        mine = {"rng": st["rng"], "thresholds": st.get("thresholds")}
+        if ranks and len(ranks) == env.world_size:
+            mine = ranks[env.rank]
+        elif env.world_size > 1 or (ranks and len(ranks) > 1):
+            # Another number of processes shards the data differently: the step cannot continue
+            # exactly as it would have. Every process takes rank 0's state.
+            log.warning("step %d: %s was written by %s process(es), this run has %d; every process continues "
+                        "with rank 0's RNG state and pseudo-label thresholds, so the step will not match an "
+                        "uninterrupted run exactly", self.settings.step, self.resume_file,
+                        len(ranks) if ranks else "an unknown number of", env.world_size)
+        set_rng_state(mine["rng"])
+        th = mine.get("thresholds")
+        if th is not None:
+            self.objective.thresholds = th.to(env.device) if torch.is_tensor(th) else th
 
     def try_resume(self) -> bool:
         """Load ``resume_file`` if present; returns True when training continues from it.
@@ -142,9 +172,7 @@ class Trainer:
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
         self.scaler.load_state_dict(st["scaler"])
-        set_rng_state(st["rng"])
-        if st.get("thresholds") is not None:
-            self.objective.thresholds = st["thresholds"]
+        self._restore_rank_state(st)
         if "regularizer" in st and "regularizer_progress" not in st:
             raise CheckpointError(
                 f"{self.resume_file} was written by an earlier css that saved the regulariser's "
@@ -209,8 +237,10 @@ class Trainer:
             self.history.append(entry)
             if after_epoch is not None:
                 after_epoch(epoch + 1, unwrap(self.model))
+            # Each process's own part of the state reaches rank 0, which writes the one file.
+            ranks = gather_object(self._rank_state())
             if env.is_main:
-                atomic_torch_save(self._state(epoch + 1), self.resume_file)
+                atomic_torch_save(self._state(epoch + 1, ranks), self.resume_file)
             barrier()
         return self.history
 

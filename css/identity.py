@@ -23,7 +23,8 @@ import yaml
 
 # Keys that do not change results: the folder is the name, the data may move (docs/controller.md#config-identity).
 FREE_KEYS = frozenset({"name", "output_dir", "device", "data.num_workers", "data.cache_dir", "data.root",
-                       "train.log_interval", "train.skip_nonfinite", "data.full_coverage"})
+                       "train.log_interval", "train.skip_nonfinite", "data.full_coverage",
+                       "train.dist_timeout"})
 # train.skip_nonfinite is free: raising it is the fix a TrainingError suggests, and the resumed step
 # continues from the epoch before the bad batch (docs/controller.md#non-finite-losses).
 # data.full_coverage only adds an evaluation after each step; training is unchanged

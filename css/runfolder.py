@@ -10,6 +10,8 @@ out which steps are finished and which of them lack their results entry.
   from the beginning; a truncated ``model.pt`` is an error that names the file to delete
   (docs/controller.md#recovery);
 - config identity (docs/controller.md#config-identity) and ``--redo-from`` (docs/controller.md#redo-from);
+- ``--init-step0`` over a finished step 0 is refused unless ``--replace-step0`` asks for it
+  (docs/controller.md#command-line);
 - ``config.yaml`` is rewritten from the resolved config, with a warning when it was missing, unreadable
   or no longer matched the checkpoints;
 - a finished step is one with a ``model.pt``; a corrupt ``results.json`` is moved aside and the
@@ -165,6 +167,32 @@ def redo(run_dir: Path, states, now: dict[str, Any], start: int, steps: list[int
     return dropped
 
 
+def init_step0_over_finished(ctl, states, steps: list[int]) -> bool:
+    """--init-step0 on a folder whose step 0 is finished: refused, unless --replace-step0 asks for it;
+    then step 0 and every step trained from it are moved aside (``.replaced``) to be redone
+    (docs/controller.md#command-line). Returns whether anything was moved aside."""
+    head = (states.get(0) or {}).get("model")
+    if not ctl.init_step0 or 0 not in steps or head is None:
+        return False
+    run_dir = ctl.run_dir
+    later = sorted(s for s in states if s > 0 and (states[s]["model"] or states[s]["resume"]))
+    if not ctl.replace_step0:
+        also = f" (steps {later} were trained from it and would be retrained too)" if later else ""
+        raise ConfigError(
+            f"--init-step0 {ctl.init_step0}: step 0 of run folder {run_dir} is already finished "
+            f"({ck.model_path(run_dir, 0)}), so the import would be ignored. To replace that step 0 with the "
+            f"imported model, add --replace-step0{also}; or pick a new run name (name=...), or leave out "
+            f"--init-step0 to continue the run")
+    for step in sorted(states):
+        for kind in ("model", "resume"):
+            path = ck.model_path(run_dir, step) if kind == "model" else ck.resume_path(run_dir, step)
+            if states[step][kind] is not None:
+                log.warning("--replace-step0: step 0 is imported from %s; moved %s aside to %s", ctl.init_step0,
+                            path, _aside(path, ".replaced").name)
+                states[step][kind] = None
+    return True
+
+
 def _fill_old_configs(run_dir: Path, states, yaml_cfg, problem) -> None:
     """A checkpoint of an earlier css that records no config is checked against config.yaml."""
     for step, state in states.items():
@@ -202,6 +230,7 @@ def prepare_run_folder(ctl, steps: list[int], redo_from: int | None) -> dict[str
         clean_temp_files(run_dir)
         now = ctl.cfg.to_dict()
         states = scan(run_dir, redo_from)
+        replaced = init_step0_over_finished(ctl, states, steps)
         yaml_cfg, problem = identity.read_config_yaml(run_dir / "config.yaml")
         _fill_old_configs(run_dir, states, yaml_cfg, problem)
         if redo_from is not None:  # the steps it keeps are checked there, the others are retrained
@@ -211,8 +240,9 @@ def prepare_run_folder(ctl, steps: list[int], redo_from: int | None) -> dict[str
         _write_config_yaml(ctl, states, yaml_cfg, problem, redo_from is not None)
         entries, _ = recording.read_entries(run_dir)
         # --redo-from T: the entries of steps from T on describe the models it moved aside.
-        kept = [e for e in entries if redo_from is None or e["step"] < redo_from
-                or (states.get(e["step"]) or {}).get("model")]
+        # --replace-step0: every entry describes a model it moved aside.
+        kept = [e for e in entries if (states.get(e["step"]) or {}).get("model")
+                or (not replaced and (redo_from is None or e["step"] < redo_from))]
         if len(kept) != len(entries) or (kept and not recording.csv_matches(run_dir / "results.csv", kept)):
             log.info("results.json, results.csv: rewritten for steps %s", [e["step"] for e in kept])
             ctl.write_results(kept)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from css.cli import run_cli
 from css.config import load_config
-from css.errors import CheckpointError
+from css.errors import CheckpointError, ConfigError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -28,6 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--redo-from", type=int, metavar="T",
                    help="retrain step T and later with this config (e.g. a lower train.lr after a divergence), "
                         "keeping the finished steps before T (docs/controller.md#redo-from)")
+    p.add_argument("--replace-step0", action="store_true",
+                   help="with --init-step0 on a run whose step 0 is finished: replace that step 0 (it and the "
+                        "steps trained from it are moved aside as *.replaced and redone)")
     p.add_argument("--verbose", "-v", action="store_true", help="print per-iteration losses")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. train.lr=0.01")
     return p
@@ -60,12 +63,17 @@ def main(argv: list[str] | None = None) -> int:
 
     select_steps(args.steps)  # a bad --steps (e.g. the backwards range 2-0) stops before anything is built
     check_init_step0(args.init_step0)
+    if args.replace_step0 and not args.init_step0:
+        raise ConfigError("--replace-step0 replaces a finished step 0 with the model of --init-step0 PATH; give "
+                          "--init-step0 too, or leave out --replace-step0")
+    if args.replace_step0 and args.redo_from is not None:
+        raise ConfigError("--replace-step0 redoes every step from step 0 on; leave out --redo-from")
     overrides = list(args.overrides)
     if args.modality:
         overrides.append(f"modality={args.modality}")
     cfg = load_config(args.config, overrides)
     run_from_config(cfg, steps=args.steps, init_step0=args.init_step0, verbose=args.verbose,
-                    redo_from=args.redo_from)
+                    redo_from=args.redo_from, replace_step0=args.replace_step0)
     return 0
 
 

@@ -31,6 +31,7 @@ from css.image.datasets import (
     ADE_LAYOUT, DATASETS, FOLDER_LAYOUT, IGNORE_LABEL, SPLITS, VOC_LAYOUT, Listing, check_name,
     check_split, class_names, dataset_num_labels, list_split, synthetic, synthetic_options,
 )
+from css.image.datasets.checks import damaged, verified_images
 from css.image.datasets.synthetic import SyntheticSource
 from css.image.labels import cache_key
 from css.index import ClassIndex, default_cache_dir, presence_any
@@ -47,8 +48,11 @@ __all__ = [
 # --- where items come from --------------------------------------------------------------------
 
 def _load_image(path: str) -> tv_tensors.Image:
-    with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - damage the indexing check cannot see (css/image/datasets/checks.py)
+        raise damaged(path, "image", exc) from exc
     return tv_tensors.Image(torch.from_numpy(array.copy()).permute(2, 0, 1))
 
 
@@ -166,6 +170,7 @@ def _prepare(
         raise ConfigError(f"the {name} dataset needs data.root")
     listing = list_split(name, root, split)
     hist = label_files.histograms(listing, root, cache_dir)
+    verified_images(listing, root, cache_dir)  # docs/faults.md#data-files
     return SplitIndex(name, split, FileSource(listing), listing.ids, hist)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from css.errors import DataError
+from css.image.datasets.checks import DamagedFile, damaged, image_problem, report
 from css.image.datasets.listing import Listing
 from css.index import cache_folder, cached_counts, files_key
 
@@ -27,14 +28,20 @@ CACHE_VERSION = "css-label-histograms-v1"
 
 
 def read_label(path: str) -> np.ndarray:
-    """The label ids of one single-channel label PNG as a 2-D integer array."""
-    with Image.open(path) as image:
-        if image.mode not in ("L", "P", "I", "I;16"):
-            raise DataError(
-                f"label file {path} has image mode {image.mode}; label files must be "
-                f"single-channel PNGs of class ids (mode L or P), not colour-coded images"
-            )
-        return np.asarray(image)
+    """The label ids of one single-channel label PNG as a 2-D integer array. A file that cannot be
+    decoded (truncated, corrupt) is a DataError naming it (docs/faults.md#data-files)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(
+                    f"label file {path} has image mode {image.mode}; label files must be "
+                    f"single-channel PNGs of class ids (mode L or P), not colour-coded images"
+                )
+            return np.asarray(image)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError...
+        raise damaged(path, "label", exc) from exc
 
 
 def label_histogram(path: str, num_labels: int, ignore_value: int) -> np.ndarray:
@@ -60,13 +67,22 @@ def scan(listing: Listing) -> np.ndarray:
         "reading %d %s %s label files with %d threads",
         len(listing.labels), listing.name, listing.split, workers,
     )
+    def one(path: str) -> np.ndarray | str:
+        # A PNG cut in its last chunks may still decode; verify() checks every chunk and its checksum.
+        problem = image_problem(path)
+        if problem:
+            return problem
+        try:
+            return label_histogram(path, listing.num_labels, listing.ignore_value)
+        except DamagedFile as exc:
+            return exc.why
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        rows = list(
-            pool.map(
-                lambda p: label_histogram(p, listing.num_labels, listing.ignore_value),
-                listing.labels,
-            )
-        )
+        rows = list(pool.map(one, listing.labels))
+    # Every damaged label file of the split is named at once, not only the first one met.
+    problems = [(path, row) for path, row in zip(listing.labels, rows) if isinstance(row, str)]
+    if problems:
+        raise report(problems, listing, "label")
     hist = np.zeros((len(rows), listing.num_labels + 1), dtype=np.int64)
     if rows:
         hist[:] = np.stack(rows)

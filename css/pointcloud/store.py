@@ -180,11 +180,32 @@ class BlockStore:
                 self._counts = {s: f["counts" + _suffix(s)][()] for s in self.label_sets}
                 self.extra = tuple(k for k in f.keys() if k not in _KNOWN and not k.startswith("label")
                                    and not k.startswith("counts"))
-        except OSError as exc:
-            raise DataError(f"prepared split {self.path} cannot be read ({exc}); prepare it again") from exc
+                self._check_index(len(f["coord"]))
+        except OSError as exc:  # truncated (a copy cut short, a full disk) or not an HDF5 file
+            raise DataError(f"prepared split {self.path} cannot be read ({exc}): it is truncated or corrupt; "
+                            f"prepare it again with python -m css.pointcloud.prepare (docs/pointcloud-data.md), "
+                            f"or copy it again") from exc
+        except (KeyError, ValueError) as exc:  # a dataset or attribute is missing or unreadable
+            raise DataError(f"prepared split {self.path} lacks or cannot read {exc}: it is incomplete or was not "
+                            f"written by css; prepare it again with python -m css.pointcloud.prepare") from exc
         self._file = None
         self._pid = None
         self._datasets: dict[str, Any] = {}
+
+    def _check_index(self, points: int) -> None:
+        """The block index must describe the point arrays: a split whose index and points disagree
+        (written by a crashed or foreign tool) would hand out wrong blocks without an error."""
+        blocks = len(self.offsets) - 1
+        sizes = {"block_ids": len(self.ids), "scene": len(self.scenes), "origin": len(self.origin),
+                 **{"counts" + _suffix(s): len(c) for s, c in self._counts.items()}}
+        wrong = {k: v for k, v in sizes.items() if v != blocks}
+        steps = np.diff(self.offsets)
+        if blocks < 0 or wrong or (blocks and (self.offsets[0] != 0 or (steps < 0).any()
+                                               or self.offsets[-1] != points)):
+            raise DataError(f"prepared split {self.path} has an inconsistent block index ({max(blocks, 0)} blocks "
+                            f"by offsets, ending at point {self.offsets[-1] if len(self.offsets) else None} of "
+                            f"{points}; other lengths {wrong or 'agree'}); it is damaged: prepare it again with "
+                            f"python -m css.pointcloud.prepare")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -221,8 +242,12 @@ class BlockStore:
         """coord (n, 3) float32, color (n, 3) uint8, label (n,) int64 of block ``index``."""
         self._check_set(label_set)
         a, b = int(self.offsets[index]), int(self.offsets[index + 1])
-        return {"coord": self._dataset("coord")[a:b], "color": self._dataset("color")[a:b],
-                "label": self._dataset("label" + _suffix(label_set))[a:b].astype(np.int64)}
+        try:
+            return {"coord": self._dataset("coord")[a:b], "color": self._dataset("color")[a:b],
+                    "label": self._dataset("label" + _suffix(label_set))[a:b].astype(np.int64)}
+        except (OSError, KeyError) as exc:  # the file changed or was damaged after it was opened
+            raise DataError(f"prepared split {self.path}: block {index} ({self.ids[index]}) cannot be read ({exc}); "
+                            f"the file is damaged: prepare it again with python -m css.pointcloud.prepare") from exc
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -48,6 +48,33 @@ def read_header(path: Path) -> tuple[str, list[tuple[str, int, list[tuple[str, s
                     elements[-1][2].append((words[2], words[1]))
 
 
+def check_complete(path: Path, fmt: str, elements, offset: int) -> None:
+    """A PLY file cut short (a copy or download that stopped) holds fewer vertices than its header
+    declares. open3d then fills the missing ones with zeros after an RPly message, so this is
+    checked here: by size for binary files, by counting complete lines for ascii ones."""
+    if not elements or elements[0][0] != "vertex":
+        return
+    _, count, props = elements[0]
+    if fmt == "ascii":
+        lines = 0
+        with open(path, "rb") as f:
+            f.seek(offset)
+            while lines < count:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                lines += chunk.count(b"\n")
+        held = min(lines, count)
+    elif all(t in _TYPES for _, t in props):  # fixed-size vertex records
+        size = sum(np.dtype(_TYPES[t]).itemsize for _, t in props)
+        held = (path.stat().st_size - offset) // size if size else count
+    else:
+        return
+    if held < count:
+        raise DataError(f"{path}: the header declares {count} vertices, the file holds {held}; it is truncated. "
+                        f"Copy or download the file again")
+
+
 def _read_numpy(path: Path) -> dict[str, np.ndarray]:
     """Every scalar property of the vertex element, read with numpy (vertex must come first)."""
     fmt, elements, offset = read_header(path)
@@ -63,7 +90,15 @@ def _read_numpy(path: Path) -> dict[str, np.ndarray]:
         with open(path, "rb") as f:
             f.seek(offset)
             rows = [f.readline() for _ in range(count)]
-        table = np.asarray([r.split() for r in rows], dtype=np.float64).reshape(count, len(props))
+        fields = [r.split() for r in rows]
+        bad = next((k for k, row in enumerate(fields) if len(row) != len(props)), None)
+        if bad is not None:
+            raise DataError(f"{path}: vertex {bad} has {len(fields[bad])} values, the header declares {len(props)} "
+                            f"properties; the file is truncated or damaged. Copy or download it again")
+        try:
+            table = np.asarray(fields, dtype=np.float64).reshape(count, len(props))
+        except ValueError as exc:
+            raise DataError(f"{path}: a vertex value is not a number ({exc}); the file is damaged") from None
         return {name: table[:, k].astype(_TYPES[t]) for k, (name, t) in enumerate(props)}
     order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
     if order is None:
@@ -79,7 +114,8 @@ def read_vertices(path: str | Path, *, wanted: tuple[str, ...] = ()) -> dict[str
     """``coord`` (n, 3) float64, ``color`` (n, 3) uint8 or None, and each property named in
     ``wanted`` that the file has (1-D arrays)."""
     path = Path(path)
-    _, elements, _ = read_header(path)
+    fmt, elements, offset = read_header(path)
+    check_complete(path, fmt, elements, offset)
     vertex = next((e for e in elements if e[0] == "vertex"), None)
     if vertex is None:
         raise DataError(f"{path}: the PLY file has no vertex element")
