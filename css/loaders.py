@@ -112,8 +112,14 @@ def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Call
                           f"step; check data.root, the task and data.overlap")
     b = local_batch(s.batch_size, env)
     dataset = SeededDataset(dataset, s.seed, s.step)
+    # The reference's sampler pads the shuffled order to a multiple of W by repeating its head, so
+    # with N % B == B - 1 (W = 2) a W-process step gets one more iteration, partly of repeated
+    # samples, than a 1-process step (floor(ceil(N / W) / b) > floor(N / B)). Without padding
+    # (drop_last in the sampler) every W runs floor(N / B) iterations over the same global batches
+    # (docs/process-count.md#what-is-guaranteed); ``protocol`` reaches here through the settings.
+    pad = getattr(s, "protocol", "reference") == "reference"
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=0, drop_last=False)
+                                 seed=0, drop_last=not pad)
     if len(sampler) < b:
         raise ConfigError(f"step {s.step}: the training set has {len(dataset)} samples, fewer than one batch "
                           f"of {s.batch_size} (drop_last); lower train.batch_size")
