@@ -169,6 +169,7 @@ class Controller:
             num_workers=self.cfg.data.num_workers, seed=self.cfg.seed, step=step,
             max_iters_per_epoch=t.max_iters_per_epoch, log_interval=t.log_interval, optimizer=t.optimizer,
             schedule=t.schedule, lr_step=t.lr_step, lr_gamma=t.lr_gamma, skip_nonfinite=t.skip_nonfinite,
+            protocol=self.cfg.protocol,
             eval_mode_from_epoch=self.modality.eval_mode_from_epoch(self.cfg)
             if hasattr(self.modality, "eval_mode_from_epoch") else None)
 

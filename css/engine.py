@@ -57,6 +57,8 @@ class TrainSettings:
     """Train with norm layers and dropout in eval mode from this (0-based) epoch on; None: never."""
     skip_nonfinite: int = 0
     """Batches with an inf/NaN loss skipped per step before a TrainingError (docs/controller.md#non-finite-losses)."""
+    protocol: str = "reference"
+    """Under "fixed" the training sampler does not pad (docs/process-count.md#what-is-guaranteed)."""
 
 
 def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:

@@ -116,8 +116,8 @@ def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Call
     # with N % B == B - 1 (W = 2) a W-process step gets one more iteration, partly of repeated
     # samples, than a 1-process step (floor(ceil(N / W) / b) > floor(N / B)). Without padding
     # (drop_last in the sampler) every W runs floor(N / B) iterations over the same global batches
-    # (docs/process-count.md#what-is-guaranteed); ``protocol`` reaches here through the settings.
-    pad = getattr(s, "protocol", "reference") == "reference"
+    # (docs/process-count.md#what-is-guaranteed).
+    pad = s.protocol == "reference"
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                  seed=0, drop_last=not pad)
     if len(sampler) < b:

@@ -3,11 +3,17 @@ reference pads the shuffled order to a multiple of the world size, so 31 samples
 of 16 give 1 iteration to one process and 2 to two (the second partly of repeated samples);
 ``protocol: fixed`` drops the tail instead and every process count runs the same global batches."""
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from css.distributed import DistEnv
 from css.loaders import train_loader
 from css.engine import TrainSettings
+
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 class Indices(torch.utils.data.Dataset):
@@ -53,3 +59,18 @@ def test_fixed_runs_the_same_global_batches_for_every_process_count():
             r0, r1 = _batches(n, 0, 2, "fixed", epoch), _batches(n, 1, 2, "fixed", epoch)
             assert [a | b for a, b in zip(r0, r1)] == want and len(r0) == len(r1) == n // 16
             assert all(not (a & b) for a, b in zip(r0, r1))
+
+
+@pytest.mark.parametrize("protocol", ["reference", "fixed"])
+def test_the_controller_hands_the_protocol_to_the_training_sampler(protocol):
+    """Controller.settings carries cfg.protocol, so a fixed run trains without the padded tail."""
+    from types import SimpleNamespace
+
+    from css.config import load_config
+    from css.controller import Controller
+
+    cfg = load_config(ROOT / "configs" / "demo" / "image.yaml", [f"protocol={protocol}"])
+    settings = Controller.settings(SimpleNamespace(cfg=cfg, modality=SimpleNamespace()), 1)
+    assert settings.protocol == protocol
+    r0 = _batches(31, 0, 2, settings.protocol)
+    assert len(r0) == (2 if protocol == "reference" else 1)
