@@ -46,7 +46,7 @@ class MeanObjective:
     def __init__(self):
         self.optimizer, self.lrs = None, []
 
-    def __call__(self, out, old, y):
+    def __call__(self, out, old, y, inputs=None):
         if self.optimizer is not None:
             self.lrs.append(self.optimizer.param_groups[0]["lr"])
         loss = out.logits.mean()
