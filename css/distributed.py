@@ -171,10 +171,14 @@ def run_on_main(env: DistEnv, fn):
 
             broadcast_object(("error", exc if isinstance(exc, CSSError) else
                               RuntimeError(f"rank 0 failed: {type(exc).__name__}: {exc}")))
+            # Wait until every process holds the error: a rank 0 that exits while another process
+            # still reads the broadcast makes gloo abort that process (SIGABRT) instead of raising.
+            barrier()
             raise
         broadcast_object(("ok", result))
         return result
     kind, value = broadcast_object(None)
     if kind == "error":
+        barrier()
         raise value
     return value

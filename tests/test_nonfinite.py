@@ -25,8 +25,8 @@ def _poison(monkeypatch, bad_calls, term="ce", value=float("nan")):
     real = Objective.__call__
     count = {"n": 0}
 
-    def call(self, new, old, labels):
-        loss, terms = real(self, new, old, labels)
+    def call(self, new, old, labels, **kwargs):
+        loss, terms = real(self, new, old, labels, **kwargs)
         count["n"] += 1
         if count["n"] in bad_calls:
             loss = loss * value
