@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-from css.distributed import barrier
+from css.distributed import barrier, broadcast_object
 from css.utils import atomic_torch_save
 
 log = logging.getLogger("css")
@@ -47,8 +47,10 @@ class BestOnTest:
     everywhere; rank 0 writes the file. ``identity`` (the config hash of the step) guards against a
     file left by another config in the same folder: such a file is ignored. Ties keep the earlier
     epoch; a NaN score never wins. A resumed step re-runs only epochs after its resume state, and
-    those reproduce the interrupted run exactly (docs/controller.md#recovery), so a best file
-    written just before an interruption stays valid."""
+    those reproduce the interrupted run of the same config (docs/controller.md#recovery), so a best
+    file written just before an interruption stays valid. A best file of an epoch at or after the
+    first epoch this call trains was written by an earlier attempt of the step (a restart from
+    epoch 0, --redo-from, a resume file moved aside) and is dropped."""
 
     def __init__(self, score: Callable[[torch.nn.Module], float], *, every: int, path: Path,
                  is_main: bool = True, identity: str | None = None):
@@ -56,7 +58,10 @@ class BestOnTest:
             raise ValueError(f"every must be a positive number of epochs, got {every}")
         self.score, self.every, self.path = score, int(every), Path(path)
         self.is_main, self.identity = is_main, identity
-        self.best: dict[str, Any] | None = self._load()
+        # Rank 0 reads the file and every process gets its copy: processes that read it on their
+        # own could disagree (one cannot read it) and restore different weights.
+        self.best: dict[str, Any] | None = broadcast_object(self._load() if is_main else None)
+        self._checked = False
 
     def _load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
@@ -77,6 +82,12 @@ class BestOnTest:
         return None if self.best is None else int(self.best["epoch"])
 
     def __call__(self, epoch: int, model: torch.nn.Module) -> None:
+        if not self._checked:
+            self._checked = True
+            if self.best is not None and self.best["epoch"] >= epoch:
+                log.warning("%s holds epoch %d of an earlier attempt of this step (training resumes at epoch %d); "
+                            "ignored", self.path, self.best["epoch"], epoch)
+                self.best = None
         if epoch % self.every:
             return
         value = float(self.score(model))

@@ -12,6 +12,7 @@ and the recovery from a kill or a lost results file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -273,8 +274,13 @@ class Controller:
             return None
         num_base = self.task.num_classes(0)
 
+        cfg = self.cfg
+        if getattr(cfg.data, "full_coverage", None):
+            # The sampled metric chooses the epoch; full coverage is for the step's report only.
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, full_coverage=False))
+
         def score(model: torch.nn.Module) -> float:
-            cm = self.modality.evaluate(model, test_set, self.cfg, self.task, step, self.env)
+            cm = self.modality.evaluate(model, test_set, cfg, self.task, step, self.env)
             return step_summary(cm, self.task, num_base)["all"]
 
         return BestOnTest(score, every=self.cfg.train.best_on_test_every,

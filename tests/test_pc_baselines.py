@@ -156,6 +156,47 @@ def test_best_on_test_hook_keeps_the_best_and_survives_a_restart(tmp_path):
     assert best_path(tmp_path / "step0" / "resume.pt") == tmp_path / "step0" / "best_on_test.pt"
 
 
+def test_a_best_file_of_an_earlier_attempt_is_dropped(tmp_path):
+    """A best file whose epoch is not before the first epoch trained now comes from an earlier attempt
+    of the step (restart from epoch 0, --redo-from, a resume file moved aside): it must not win."""
+    model = nn.Linear(2, 1)
+    path = tmp_path / "best_on_test.pt"
+    first = BestOnTest(lambda m: 0.9, every=3, path=path, identity="abc")
+    for epoch in range(1, 7):
+        first(epoch, model)
+    assert first.best_epoch == 3  # 0.9 at epoch 3; epoch 6 ties and the earlier one stays
+    # The same config restarts the step from epoch 0: the first call is epoch 1.
+    restart = BestOnTest(lambda m: 0.2, every=3, path=path, identity="abc")
+    assert restart.best_epoch == 3  # loaded, not yet known to be stale
+    restart(1, model)
+    assert restart.best_epoch is None
+    restart(2, model), restart(3, model)
+    assert restart.best_epoch == 3 and restart.best["score"] == 0.2  # a lower score than the stale 0.9
+    # A resume after epoch 4 keeps a best of epoch 3 (written by this attempt before the kill).
+    resumed = BestOnTest(lambda m: 0.1, every=3, path=path, identity="abc")
+    resumed(5, model)
+    assert resumed.best_epoch == 3 and resumed.best["score"] == 0.2
+
+
+def test_best_on_test_scores_with_the_sampled_metric_only(tmp_path, monkeypatch):
+    """data.full_coverage is for the step's report: the best-epoch evaluations do not pay for it."""
+    from css.pointcloud.modality import PointCloudModality
+
+    seen = []
+    real = PointCloudModality.evaluate
+
+    def spy(self, model, dataset, cfg, task, step, env):
+        seen.append(cfg.data.full_coverage)
+        return real(self, model, dataset, cfg, task, step, env)
+
+    monkeypatch.setattr(PointCloudModality, "evaluate", spy)
+    cfg = write_pc_config(tmp_path, name="jointfull", task={"name": "offline"}, method={"name": "ft"},
+                          train={"epochs": 2, "best_on_test_every": 1}, data={"full_coverage": True},
+                          protocol="reference")
+    run_from_config(load_config(cfg))
+    assert seen == [False, False, True]  # epochs 1 and 2 choose, the step's report has full coverage
+
+
 def _scripted_joint_run(tmp_path, monkeypatch, scores, **sections):
     """A joint (offline) run; the test mIoUs of the hook are ``scores``; returns (run folder,
     model.pt's weights, {epoch: weights when evaluated}, last epoch's weights)."""
