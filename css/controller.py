@@ -118,6 +118,10 @@ class Controller:
         self.run_dir = self.cfg.run_dir
         self.writer = None
         self.lock = None  # rank 0's css.runlock.RunLock while a run holds the folder
+        # The outermost folder this command made for the run (rank 0; None: it existed), and whether
+        # training began: a start that fails before it leaves nothing (docs/controller.md#failed-starts).
+        self.created: Path | None = None
+        self.training_started = False
         self.step_configs: dict[int, dict[str, Any]] = {}  # the config each finished step was trained with
         self.imported_regularizer: dict[str, Any] | None = None  # the --init-step0 file's, see check_init_step0
 
@@ -185,11 +189,26 @@ class Controller:
         self.step_configs = dict(plan["configs"])
         try:
             return self._run(steps, plan)
+        except Exception:
+            self.remove_failed_start()  # while the lock is still held: no other run can be in the folder
+            raise
         finally:
             if self.writer is not None:
                 self.writer.close()
             if self.lock is not None:
                 self.lock.release()
+
+    def remove_failed_start(self) -> None:
+        """Remove the run folder this command made when the run failed before training began. Once
+        training began the folder stays, log.txt with the error included, even when no epoch finished
+        (a non-finite loss, an out-of-memory error, a DDP timeout in the first epoch)."""
+        created, self.created = self.created, None
+        if created is None or self.training_started or _trained_anything(self.run_dir):
+            return
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        _remove_failed_start(self.run_dir, created)
 
     def _run(self, steps: list[int], plan: dict[str, Any]) -> dict[str, Any] | None:
         if self.env.is_main:
@@ -261,6 +280,7 @@ class Controller:
                           settings=settings, resume_file=ck.resume_path(self.run_dir, step),
                           collate=self.modality.collate, writer=self.writer)
         best = self.best_on_test(step, parent_hash, test_set)  # docs/pointcloud-baselines.md#joint-training
+        self.training_started = True
         trainer.fit(extra_state=self.identity_state(parent_hash), after_epoch=best)
         if best is not None:
             best.restore(model)
@@ -381,13 +401,12 @@ def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | 
     ctl = Controller(cfg, env, modality, init_step0=init_step0, redo_from=redo_from, replace_step0=replace_step0)
     selected = parse_steps(steps, ctl.task.num_steps)  # a bad --steps leaves no run folder behind
     ctl.check_init_step0()
-    created = _first_missing(cfg.run_dir) if env.is_main else None
+    ctl.created = _first_missing(cfg.run_dir) if env.is_main else None
     setup_logging(cfg.run_dir, env, verbose)
     try:
         return ctl.run(selected)
     except Exception as exc:
-        if created is not None and not _trained_anything(cfg.run_dir):
-            _remove_failed_start(cfg.run_dir, created)
+        ctl.remove_failed_start()  # a failure before ctl.run held the folder (its preparation)
         if env.distributed and is_timeout(exc):
             raise collective_timeout_error(exc, env.rank, cfg.train.dist_timeout) from None
         raise

@@ -172,3 +172,28 @@ def test_a_regularised_method_keeps_the_state_of_an_imported_css_step0(tmp_path)
     assert all(torch.equal(got["fisher"][k], saved["fisher"][k]) for k in saved["fisher"])
     history = torch.load(dst / "step1" / "model.pt", weights_only=False)["history"]
     assert len(history) == 2 and all("reg" in e["terms"] and e["terms"]["reg"] > 0 for e in history)
+
+
+def test_an_error_once_training_began_keeps_the_new_run_folder_and_its_log(tmp_path, monkeypatch):
+    """Only a failure before training began removes the folder: a non-finite loss in the first
+    iteration of a new run (no resume.pt yet) leaves log.txt with the error for the user to read."""
+    from css import methods
+    from css.errors import TrainingError
+
+    real = methods.Objective.__call__
+
+    def nan_loss(self, new, old, labels, **kwargs):
+        loss, terms = real(self, new, old, labels, **kwargs)
+        return loss * float("nan"), terms
+
+    monkeypatch.setattr(methods.Objective, "__call__", nan_loss)
+    cfg = write_config(tmp_path, name="nan")
+    from css.config import load_config
+
+    with pytest.raises(TrainingError, match="non-finite loss at step 0, epoch 1"):
+        run_from_config(load_config(cfg), steps="0")
+    run = tmp_path / "runs" / "nan"
+    assert not list(run.glob("step*/resume.pt"))  # nothing was saved, yet the folder stays
+    assert (run / "log.txt").is_file() and (run / "config.yaml").is_file()
+    assert "step 0: " in (run / "log.txt").read_text()  # what the run logged before the error
+    assert not (run / "run.lock").exists()
