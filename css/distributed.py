@@ -81,9 +81,12 @@ def init_distributed(device: str = "auto", timeout: float = DEFAULT_TIMEOUT) -> 
 
 def is_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is a collective that ran past the process group's timeout. gloo and NCCL
-    report it as a RuntimeError (DistBackendError) whose text says it timed out."""
+    report it as a RuntimeError (DistBackendError) whose text says it timed out; a DataLoader's own
+    worker timeout ("DataLoader timed out ...") is a different fault and keeps its message."""
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("timed out" in text or "timeout" in text)
+    if isinstance(exc, getattr(dist, "DistBackendError", ())):
+        return "timed out" in text or "timeout" in text
+    return isinstance(exc, RuntimeError) and "dataloader" not in text and ("timed out" in text or "timeout" in text)
 
 
 def collective_timeout_error(exc: BaseException, rank: int, timeout: float):

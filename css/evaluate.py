@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         from css.runlock import RunLock
 
         lock = RunLock(args.target)
-        run_on_main(init_distributed(cfg.device), lock.acquire)
+        run_on_main(init_distributed(cfg.device, cfg.train.dist_timeout), lock.acquire)
     try:
         return _evaluate(args, cfg, targets)
     finally:
@@ -152,7 +152,7 @@ def _evaluate(args, cfg, targets) -> int:
     from css.modality import get_modality
     from css.reports import format_table
 
-    env = init_distributed(cfg.device)
+    env = init_distributed(cfg.device, cfg.train.dist_timeout)
     modality = get_modality(cfg.modality)
     cfg.method = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality=cfg.modality)
     task = modality.task(cfg)

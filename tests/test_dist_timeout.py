@@ -73,7 +73,10 @@ def test_a_stopped_process_makes_the_others_stop_within_the_timeout(tmp_path):
     assert "re-run the same command to resume" in message and "raise train.dist_timeout" in message
     # Within the timeout (plus the time rank 0 needs to reach its first wait and to stop).
     assert result["time"] - stopped < TIMEOUT + 30, result["time"] - stopped
-    assert not (tmp_path / "runs" / "hung").exists()  # nothing was trained: no half-made run folder
+    # Training had begun (rank 1 stopped in its first epoch): the folder stays, with the log of the
+    # run for the user to read (docs/controller.md#failed-starts), but no checkpoint.
+    run = tmp_path / "runs" / "hung"
+    assert (run / "log.txt").is_file() and not list(run.glob("step*/*.pt"))
 
 
 @pytest.mark.parametrize("value", [0, -5])
@@ -95,3 +98,14 @@ def test_dist_timeout_is_passed_to_the_process_group(monkeypatch):
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: seen.update(kw))
     distributed.init_distributed("cpu", 7.5)
     assert seen["timeout"] == datetime.timedelta(seconds=7.5) and seen["backend"] == "gloo"
+
+
+def test_only_collective_timeouts_count_as_a_hung_process():
+    """A DataLoader's worker timeout is its own fault: it must not be reported as another process hanging."""
+    from css.distributed import is_timeout
+
+    assert is_timeout(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Timed out waiting 4000ms"))
+    assert is_timeout(RuntimeError("Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, OpType=ALLREDUCE)"))
+    assert not is_timeout(RuntimeError("DataLoader timed out after 60 seconds"))
+    assert not is_timeout(ValueError("timed out"))
+    assert not is_timeout(RuntimeError("shape mismatch"))
