@@ -76,3 +76,25 @@ def edge_features(x: Tensor, index: Tensor) -> Tensor:
     neighbours = gather_neighbours(x, index)  # (B, N, k, C)
     centre = x.transpose(1, 2).unsqueeze(2).expand_as(neighbours)
     return torch.cat([neighbours - centre, centre], dim=3).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def knn_rows(queries: Tensor, points: Tensor, k: int, self_index: Tensor | None, max_bytes: int) -> Tensor:
+    """(B, M, k) indices of the k nearest ``points`` (B, N, 3) of each query (B, M, 3), nearest first.
+
+    Chunked over queries so that one float32 (B, rows, N) distance block fits ``max_bytes``.
+    ``self_index`` (B, M): the query's own index among the points, forced into column 0."""
+    batch, num_queries, _ = queries.shape
+    num_points = points.shape[1]
+    rows = max(1, min(num_queries, int(max_bytes) // (4 * batch * num_points)))
+    with torch.autocast(points.device.type, enabled=False):
+        q, p = queries.float(), points.float()
+        sq = p.square().sum(dim=2).unsqueeze(1)  # (B, 1, N); |q|² is constant along a row
+        out = torch.empty(batch, num_queries, k, dtype=torch.int64, device=points.device)
+        for start in range(0, num_queries, rows):
+            stop = min(start + rows, num_queries)
+            block = torch.baddbmm(sq, q[:, start:stop], p.transpose(1, 2), alpha=-2.0)
+            if self_index is not None:
+                block.scatter_(2, self_index[:, start:stop].unsqueeze(2), float("-inf"))
+            out[:, start:stop] = block.topk(k, dim=2, largest=False, sorted=True).indices
+    return out

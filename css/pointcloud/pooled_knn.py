@@ -3,11 +3,11 @@
 
 The reference protocol of 3DPC-CISS searches the neighbours of every point among all B·N points
 of the batch pooled together (65,536 at B = 32, N = 2048). An all-pairs search is 4.3·10⁹
-distances per batch, half a minute on a 2-core CPU. Here the points are sorted into square cells
-of side h on (x, y); the candidates of a query are the points of its own and the 8 surrounding
-columns of cells (every z). When the k-th candidate is nearer than the edge of that 3 x 3 region,
-no point outside it can be nearer, so the result is exact; queries for which this does not hold
-(a sparse neighbourhood) are searched again with cells twice as large, and at the end, if any
+distances per batch, half a minute on a 2-core CPU. Here the points are sorted into cubic cells
+of side h; the candidates of a query are the points of its own cell and the 26 around it. When the
+k-th candidate is nearer than the edge of that 3 x 3 x 3 region, no point outside it can be nearer,
+so the result is exact; queries for which this does not hold (a sparse neighbourhood) are searched
+again with cells twice as large, and at the end, if any
 remain, among all points. Ties among equal distances come in unspecified order, as in the
 all-pairs search.
 """
@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from css.pointcloud.knn import knn_rows
+
 __all__ = ["grid_knn", "brute_knn"]
 
 TARGET_PER_CELL = 64
@@ -27,20 +29,12 @@ candidates; fewer cells mean fewer, larger distance blocks, which is faster on a
 this size: 16, 64 and 256 took 7.3, 3.3 and 5.1 s for a batch of 32 x 2048 points)."""
 
 
-@torch.no_grad()
 def brute_knn(queries: Tensor, points: Tensor, k: int, self_index: Tensor | None, max_bytes: int) -> Tensor:
     """(M, k) indices of the k nearest ``points`` (P, 3) of each query (M, 3), nearest first, chunked
-    so that one float32 distance block fits ``max_bytes``; ``self_index`` (M,) forced into column 0."""
-    rows = max(1, min(queries.shape[0], int(max_bytes) // (4 * points.shape[0])))
-    sq = points.square().sum(dim=1).unsqueeze(0)  # (1, P); |q|² is constant along a row
-    out = torch.empty(queries.shape[0], k, dtype=torch.int64, device=points.device)
-    for start in range(0, queries.shape[0], rows):
-        stop = min(start + rows, queries.shape[0])
-        block = torch.addmm(sq, queries[start:stop], points.t(), alpha=-2.0)
-        if self_index is not None:
-            block.scatter_(1, self_index[start:stop].unsqueeze(1), float("-inf"))
-        out[start:stop] = block.topk(k, dim=1, largest=False, sorted=True).indices
-    return out
+    so that one float32 distance block fits ``max_bytes``; ``self_index`` (M,) forced into column 0
+    (the all-pairs search of css.pointcloud.knn.knn_rows on one cloud)."""
+    own = None if self_index is None else self_index.unsqueeze(0)
+    return knn_rows(queries.unsqueeze(0), points.unsqueeze(0), k, own, max_bytes)[0]
 
 
 @torch.no_grad()
