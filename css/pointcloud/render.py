@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 
 from css.errors import require
+from css.pointcloud.store import IGNORE_LABEL as IGNORE
 from css.utils import atomic_write_bytes
 
-IGNORE = 255
 BACKGROUND_RGB = (80, 80, 80)
 IGNORED_RGB = (230, 230, 230)
 CORRECT_RGB = (170, 170, 170)
