@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from css.handover import hand_over, load_step
 from css.errors import CheckpointError, ConfigError
 from css.methods import PRESETS, Objective, resolve_method
 from css.modality import Modality, get_modality
-from css.runfolder import prepare_run_folder
+from css.runfolder import first_missing, prepare_run_folder, remove_failed_start, trained_anything
 from css.tasks import Task
 
 
@@ -203,12 +202,12 @@ class Controller:
         training began the folder stays, log.txt with the error included, even when no epoch finished
         (a non-finite loss, an out-of-memory error, a DDP timeout in the first epoch)."""
         created, self.created = self.created, None
-        if created is None or self.training_started or _trained_anything(self.run_dir):
+        if created is None or self.training_started or trained_anything(self.run_dir):
             return
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-        _remove_failed_start(self.run_dir, created)
+        remove_failed_start(self.run_dir, created)
 
     def _run(self, steps: list[int], plan: dict[str, Any]) -> dict[str, Any] | None:
         if self.env.is_main:
@@ -401,7 +400,7 @@ def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | 
     ctl = Controller(cfg, env, modality, init_step0=init_step0, redo_from=redo_from, replace_step0=replace_step0)
     selected = parse_steps(steps, ctl.task.num_steps)  # a bad --steps leaves no run folder behind
     ctl.check_init_step0()
-    ctl.created = _first_missing(cfg.run_dir) if env.is_main else None
+    ctl.created = first_missing(cfg.run_dir) if env.is_main else None
     setup_logging(cfg.run_dir, env, verbose)
     try:
         return ctl.run(selected)
@@ -410,35 +409,3 @@ def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | 
         if env.distributed and is_timeout(exc):
             raise collective_timeout_error(exc, env.rank, cfg.train.dist_timeout) from None
         raise
-
-
-def _first_missing(run_dir: Path) -> Path | None:
-    """The outermost folder of ``run_dir`` (itself or a parent) that does not exist yet, or None."""
-    run_dir = Path(run_dir).absolute()
-    if run_dir.exists():
-        return None
-    top = run_dir
-    while not top.parent.exists():
-        top = top.parent
-    return top
-
-
-def _trained_anything(run_dir: Path) -> bool:
-    """Whether a step of this run saved a finished model or a resumable epoch."""
-    return any(p.is_file() for pattern in ("step*/model.pt", "step*/resume.pt") for p in Path(run_dir).glob(pattern))
-
-
-def _remove_failed_start(run_dir: Path, created: Path) -> None:
-    """Remove the run folder (config.yaml, log.txt, tb/) that a failed start made, and the parents
-    it made for it; a start that failed leaves the output folder as it found it."""
-    logger = logging.getLogger("css")
-    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
-        handler.close()
-        logger.removeHandler(handler)
-    run_dir = Path(run_dir).absolute()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    folder = run_dir.parent
-    while folder != created.parent and folder.is_dir() and not any(folder.iterdir()):
-        folder.rmdir()
-        folder = folder.parent
-    logger.info("the run did not start; removed %s, which this command had created", run_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,38 @@ def prepare_run_folder(ctl, steps: list[int], redo_from: int | None) -> dict[str
     except BaseException:
         lock.release()
         raise
+
+
+# Failed starts (docs/controller.md#failed-starts): the controller removes what a start that failed
+# before training made.
+
+def first_missing(run_dir: Path) -> Path | None:
+    """The outermost folder of ``run_dir`` (itself or a parent) that does not exist yet, or None."""
+    run_dir = Path(run_dir).absolute()
+    if run_dir.exists():
+        return None
+    top = run_dir
+    while not top.parent.exists():
+        top = top.parent
+    return top
+
+
+def trained_anything(run_dir: Path) -> bool:
+    """Whether a step of this run saved a finished model or a resumable epoch."""
+    return any(p.is_file() for pattern in ("step*/model.pt", "step*/resume.pt") for p in Path(run_dir).glob(pattern))
+
+
+def remove_failed_start(run_dir: Path, created: Path) -> None:
+    """Remove the run folder (config.yaml, log.txt, tb/) that a failed start made, and the parents
+    it made for it; a start that failed leaves the output folder as it found it."""
+    logger = logging.getLogger("css")
+    for handler in [h for h in logger.handlers if isinstance(h, logging.FileHandler)]:
+        handler.close()
+        logger.removeHandler(handler)
+    run_dir = Path(run_dir).absolute()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    folder = run_dir.parent
+    while folder != created.parent and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
+    logger.info("the run did not start; removed %s, which this command had created", run_dir)
