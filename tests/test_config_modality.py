@@ -85,6 +85,8 @@ def test_every_shipped_pointcloud_config_loads():
                 for method in ("ft", "fa", "ewc", "lwf", "3dpc-ciss", "lgkd"):
                     cfg = load_config(root / dataset / f"{split}{order}_{method}.yaml")
                     assert (cfg.task.name, cfg.method.name) == (f"{split}{order}", method)
+                    if method == "ewc":  # the published EWC* weight on points, not the image code's 100
+                        assert cfg.method.reg_importance == 1.0
 
 
 # --- optimiser and schedule ---------------------------------------------------------------------
