@@ -75,14 +75,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 @torch.no_grad()
+def load_for_prediction(cfg, saved: dict, checkpoint: str):
+    """(env, task, step, model in eval mode) of a step checkpoint, on one process, for either modality."""
+    from css.distributed import DistEnv, pick_device
+    from css.handover import load_step
+    from css.modality import get_modality
+
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=pick_device(cfg.device, 0))
+    modality = get_modality(cfg.modality)
+    task = modality.task(cfg)
+    step = int(saved["step"])
+    model, _ = load_step(modality, cfg, task, step, checkpoint, env, saved=saved)
+    model.to(env.device).eval()
+    return env, task, step, model
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from PIL import Image
 
-    from css.distributed import DistEnv, pick_device
-    from css.handover import load_step
     from css.image.transforms import eval_transform
-    from css.modality import get_modality
 
     if not Path(args.checkpoint).is_file():
         raise CSSError(f"checkpoint {args.checkpoint} does not exist; pass RUN/step<T>/model.pt of a finished step")
@@ -97,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         from css.pointcloud.predict import run
 
         return run(args, cfg, saved)
-    env = DistEnv(rank=0, world_size=1, local_rank=0, device=pick_device(cfg.device, 0))
-    modality = get_modality("image")
-    task = modality.task(cfg)
-    step = int(saved["step"])
-    model, _ = load_step(modality, cfg, task, step, args.checkpoint, env, saved=saved)
-    model.to(env.device).eval()
+    env, task, step, model = load_for_prediction(cfg, saved, args.checkpoint)
     # channel -> dataset label id, so the PNGs use the dataset's own ids (docs/tasks.md#channels)
     to_label = np.array(task.order(step), dtype=np.int64)
     colours = palette()

@@ -270,10 +270,8 @@ def legend(task, step: int, colours: np.ndarray, checkpoint: str) -> dict:
 
 def run(args, cfg, saved) -> int:
     """The point-cloud half of ``python -m css.predict`` (css/predict.py parses the arguments)."""
-    from css.distributed import DistEnv, pick_device
-    from css.handover import load_step
-    from css.modality import get_modality
     from css.pointcloud.data import label_set, open_split, remap_labels
+    from css.predict import load_for_prediction
     from css.pointcloud.modality import class_predictor
     from css.utils import atomic_write_text
 
@@ -281,12 +279,7 @@ def run(args, cfg, saved) -> int:
         raise CSSError("give --blocks or --scenes, not both")
     if args.block_size <= 0:
         raise CSSError(f"--block-size must be positive, got {args.block_size}")
-    env = DistEnv(rank=0, world_size=1, local_rank=0, device=pick_device(cfg.device, 0))
-    modality = get_modality("pointcloud")
-    task = modality.task(cfg)
-    step = int(saved["step"])
-    model, _ = load_step(modality, cfg, task, step, args.checkpoint, env, saved=saved)
-    model.to(env.device).eval()
+    env, task, step, model = load_for_prediction(cfg, saved, args.checkpoint)
     if args.split:
         files = [open_split(cfg.data.dataset, cfg.data.root, args.split, options=cfg.data.options or None).path]
     else:
