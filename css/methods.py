@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from css import losses as L
 from css.config import MethodConfig
 from css.errors import ConfigError
-from css.methods_pc import CISS, ciss_objective, ciss_options, resolve_ciss
+from css.methods_pc import CISS, LWF3D, ciss_objective, ciss_options, lwf3d_objective, resolve_ciss, resolve_lwf3d
 
 # Values every method starts from (the reference argparser defaults, docs/methods.md#presets).
 _COMMON: dict[str, Any] = dict(
@@ -31,7 +31,7 @@ _COMMON: dict[str, Any] = dict(
     novel_kd=2.0, loss_de=0.0, icarl_importance=0.0, regularizer="none", reg_importance=0.0,
     reg_alpha=0.9, reg_iterations=10, reg_normalize=True, pod="none", pod_factor=0.01, pod_logits=False,
     pod_logits_factor=0.0005, pod_schedule=True, pod_scales=[1, 2, 4], pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
-    adaptive_factor=False, init_balanced=False, freeze_body=False,
+    adaptive_factor=False, init_balanced=False, freeze_body=False, lwf_temperature=1.0, lwf_reference_background=False,
 )
 
 _PLOP = dict(pod="local", pod_factor=0.01, pod_logits=True, pod_logits_factor=0.0005, pseudo="entropy",
@@ -57,9 +57,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     # docs/pointcloud-ciss.md#wiring: CE on its own pseudo-labels + GFT, novel head Kaiming-initialised;
     # the ciss_* keys come from the dataset and the protocol (css.methods_pc.resolve_ciss).
     CISS: dict(init_balanced=False),
+    # docs/pointcloud-baselines.md#lwf-3dpc: LwF as the 3DPC-CISS paper ran it (CE without background +
+    # 1 x soft KD at T = 2); its keys come from the protocol (css.methods_pc.resolve_lwf3d).
+    LWF3D: dict(init_balanced=False),
 }
 ALIASES = {"finetune": "ft", "fine-tuning": "ft", "lwf_mc": "lwf-mc", "lgkd_only": "lgkd-only",
-           "mib_lgkd": "mib+lgkd", "freeze-and-add": "fa", "f&a": "fa", "3dpc_ciss": CISS, "ciss": CISS}
+           "mib_lgkd": "mib+lgkd", "freeze-and-add": "fa", "f&a": "fa", "3dpc_ciss": CISS, "ciss": CISS,
+           "lwf*": LWF3D, "lwf-star": LWF3D, "lwf_3dpc": LWF3D}
 
 
 def method_names() -> list[str]:
@@ -97,6 +101,7 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
                               f"point-cloud form; remove method.pod (point-cloud presets leave it off)")
         values.update(pod="none", pod_logits=False)
     resolve_ciss(key, given, values, dataset=dataset, protocol=protocol, modality=modality)
+    resolve_lwf3d(key, given, values, protocol=protocol, modality=modality)
     _kd_from_weight(given, values)
     values.update({k: v for k, v in given.items() if v is not None})
     return MethodConfig(name=key, **values)
@@ -175,13 +180,18 @@ class Objective:
         self.use_ciss = self.incremental and m.name == CISS
         self.ciss = ciss_options(m, step=step, num_steps=num_steps, protocol=protocol,
                                  ignore_index=ignore_index) if self.use_ciss else None
+        # LwF as 3DPC-CISS ran it replaces the whole loss too; it drops the background channel at
+        # the last step only (docs/pointcloud-baselines.md#lwf-3dpc).
+        self.use_lwf3d = self.incremental and m.name == LWF3D
+        self.last_step = num_steps is None or step >= num_steps - 1
         self.thresholds: torch.Tensor | None = None
         self.regularizer = None
 
     # --------------------------------------------------------------------------------------------
     @property
     def needs_old_model(self) -> bool:
-        return self.use_kd or self.use_de or self.use_icarl or self.use_pod or self.use_pseudo or self.use_ciss
+        return self.use_kd or self.use_de or self.use_icarl or self.use_pod or self.use_pseudo or self.use_ciss \
+            or self.use_lwf3d
 
     @property
     def needs_thresholds(self) -> bool:
@@ -265,6 +275,10 @@ class Objective:
             total, terms = ciss_objective(new, old, labels, inputs, num_old=self.num_old, options=self.ciss,
                                           correction=self._global_mean_correction)
             return total, {k: v.detach() for k, v in terms.items()}
+        if self.use_lwf3d:
+            total, terms = lwf3d_objective(new, old, labels, num_old=self.num_old, method=m, last_step=self.last_step,
+                                           correction=self._global_mean_correction, ignore_index=self.ignore_index)
+            return total, {k: v.detach() for k, v in terms.items()}
 
         # Pseudo-label the background from the old model, per-image adaptive factor
         # (docs/protocol-2d.md#relabelling).
@@ -339,6 +353,10 @@ class Objective:
             o = self.ciss
             return (f"CE on uncertainty-aware pseudo-labels (tau {o.threshold:g}, K {o.k}, {o.neighbour_mode} "
                     f"neighbours) + {o.gft_weight:g} x GFT")
+        if self.use_lwf3d:
+            where = "without background" if self.last_step else "with background (intermediate step)"
+            bg = ", background points as the last old class" if self.last_step and m.lwf_reference_background else ""
+            return f"CE {where}{bg} + {m.loss_kd:g} x soft KD (T {m.lwf_temperature:g})"
         parts = [m.classification.upper() + (" x adaptive factor" if self.use_pseudo and m.adaptive_factor else "")]
         if self.use_pseudo:
             parts[0] += " on entropy pseudo-labels"

@@ -119,3 +119,62 @@ def ciss_objective(new: Any, old: Any, labels: torch.Tensor, inputs: torch.Tenso
     ce, gft, pl = ciss_losses(new, old, labels, batch_xyz(inputs), num_old=num_old, options=options)
     ce = ce * correction(pl.labels)
     return ce + gft, {"ce": ce, "gft": gft}
+
+
+# ------------------------------------------------------------------------------------------------
+# LwF as the 3DPC-CISS paper ran it ("LwF*", docs/pointcloud-baselines.md#lwf-3dpc).
+
+LWF3D = "lwf-3dpc"
+LWF3D_KEYS = ("lwf_temperature", "lwf_reference_background")
+# Keys of the general objective that lwf-3dpc replaces; a value given for them would be ignored.
+_LWF3D_UNUSED = {"classification": "ce", "kd": "soft", "pseudo": "none", "loss_de": 0.0, "icarl_importance": 0.0}
+
+
+def resolve_lwf3d(key: str, given: dict[str, Any], values: dict[str, Any], *, protocol: str,
+                  modality: str) -> None:
+    """Fill ``values`` with the lwf-3dpc defaults (in place), or refuse its keys elsewhere."""
+    user = [k for k in LWF3D_KEYS if given.get(k) is not None]
+    if key != LWF3D:
+        if user:
+            raise ConfigError(f"method.{user[0]}: a setting of method {LWF3D}, which method '{key}' does not use; "
+                              f"remove it or set method.name: {LWF3D}")
+        if given.get("kd") == "soft":
+            raise ConfigError(f"method.kd: 'soft' is the distillation of method {LWF3D} (it drops the background "
+                              f"channel at the last step); set method.name: {LWF3D}, or choose kd, unkd or lgkd")
+        return
+    if modality != "pointcloud":
+        raise ConfigError(f"method.name: '{LWF3D}' trains without the background channel, which only a point-cloud "
+                          f"task's synthetic background allows; on images choose lwf")
+    for k, v in _LWF3D_UNUSED.items():
+        if given.get(k) is not None and given[k] != v:
+            raise ConfigError(f"method.{k}: {given[k]!r} — method {LWF3D} has its own loss (CE without background + "
+                              f"soft KD) and does not use it; remove method.{k}")
+    t = given.get("lwf_temperature")
+    if t is not None and not (math.isfinite(t) and t > 0):
+        raise ConfigError(f"method.lwf_temperature: {t!r} — the temperature must be a finite number > 0; "
+                          f"remove the key for 2")
+    values.update(_LWF3D_UNUSED, loss_kd=1.0, lwf_temperature=2.0,
+                  lwf_reference_background=protocol == "reference", init_balanced=False)
+
+
+def lwf3d_objective(new: Any, old: Any, labels: torch.Tensor, *, num_old: int, method: Any, last_step: bool,
+                    correction: Any, ignore_index: int = 255) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(CE + loss_kd x KD, {"ce", "kd"}) of an incremental lwf-3dpc batch (docs/pointcloud-baselines.md#lwf-3dpc).
+
+    At the last step of the task the background channel 0 is left out of both terms, as the
+    published model has no background row: the CE runs over channels 1.. on the novel points
+    (background points ignored, or with ``lwf_reference_background`` trained as the last old class,
+    channel num_old - 1), and the KD over the old classes 1..num_old-1. At an intermediate step of a
+    multi-step task future classes are still background, so both keep channel 0.
+    ``correction(labels)`` rescales the CE's per-process mean to the global batch's under DDP."""
+    from css import losses as L
+
+    if last_step:
+        bg = labels == 0
+        fill = num_old - 1 if method.lwf_reference_background else ignore_index
+        labels = torch.where(bg, torch.full_like(labels, fill), labels)
+    ce = L.labelled_cross_entropy(new.logits, labels, background=not last_step, ignore_index=ignore_index)
+    ce = ce * correction(labels)
+    kd = method.loss_kd * L.soft_kd(new.logits, old.logits, temperature=method.lwf_temperature,
+                                    first=1 if last_step else 0)
+    return ce + kd, {"ce": ce, "kd": kd}

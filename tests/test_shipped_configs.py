@@ -69,8 +69,9 @@ def test_every_image_config_has_a_script_row():
 
 
 # 3DPC-CISS: Adam 1e-3 with weight decay 1e-4, StepLR(50, 0.5), 100 epochs and batch 32 at every
-# step, 2048 points per block, DGCNN k 20 with dropout 0.3; EWC* weight 1; uncertainty thresholds
-# 0.0065 (S3DIS) and 0.0045 (ScanNet).
+# step, 2048 points per block, DGCNN k 20 with dropout 0.3; EWC* weight 1; LwF* temperature 2 and
+# weight 1, background points trained as the last base class; uncertainty thresholds 0.0065 (S3DIS)
+# and 0.0045 (ScanNet).
 THRESHOLD = {"s3dis": 0.0065, "scannet": 0.0045}
 
 
@@ -92,3 +93,6 @@ def test_point_cloud_config_matches_the_3dpc_ciss_schedule(path):
         assert resolved.ciss_threshold == THRESHOLD[cfg.data.dataset]
     if resolved.name == "fa":
         assert resolved.freeze_body is True
+    if path.stem.endswith("_lwf"):
+        assert (resolved.name, resolved.lwf_temperature, resolved.loss_kd) == ("lwf-3dpc", 2.0, 1.0)
+        assert resolved.lwf_reference_background is True

@@ -4,8 +4,8 @@ Classification and distillation losses, Local POD, entropy pseudo-labelling and 
 parameter regularisers. Described in docs/protocol-2d.md#losses.
 """
 
-from css.losses.classification import bce_with_ignore, cross_entropy, unbiased_ce
-from css.losses.distillation import feature_mse, icarl_distillation, kd, lgkd, unbiased_kd
+from css.losses.classification import bce_with_ignore, cross_entropy, labelled_cross_entropy, unbiased_ce
+from css.losses.distillation import feature_mse, icarl_distillation, kd, lgkd, soft_kd, unbiased_kd
 from css.losses.pod import local_pod
 from css.losses.pseudo import (
     all_reduce_histogram,
@@ -19,9 +19,11 @@ from css.losses.regularizers import EWC, PI, RW, build_regularizer
 
 __all__ = [
     "cross_entropy",
+    "labelled_cross_entropy",
     "unbiased_ce",
     "bce_with_ignore",
     "kd",
+    "soft_kd",
     "unbiased_kd",
     "lgkd",
     "icarl_distillation",

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["cross_entropy", "unbiased_ce", "bce_with_ignore", "check_logits_labels", "upcast"]
+__all__ = ["cross_entropy", "labelled_cross_entropy", "unbiased_ce", "bce_with_ignore", "check_logits_labels", "upcast"]
 
 
 def upcast(x: Tensor) -> Tensor:
@@ -63,6 +63,27 @@ def cross_entropy(
     if element_weight is not None:
         loss = loss * _broadcast_element_weight(element_weight.to(loss.dtype), labels)
     return loss.mean()
+
+
+def labelled_cross_entropy(logits: Tensor, labels: Tensor, *, background: bool = True,
+                           ignore_index: int = 255) -> Tensor:
+    """Mean cross-entropy over the labelled elements only (0 if none is labelled).
+
+    Unlike ``cross_entropy`` the ignored elements do not count in the denominator: this is a
+    cross-entropy with an ignore index and its default reduction, the one the 3DPC-CISS code uses
+    (docs/pointcloud-ciss.md#loss). ``background=False`` leaves channel 0 out of the softmax (a
+    classifier without a background row, channel c becoming c - 1); a label 0 is then an error.
+    """
+    check_logits_labels(logits, labels)
+    valid = labels != ignore_index
+    z = upcast(logits)
+    if not background:
+        if bool((labels[valid] == 0).any()):
+            raise ValueError("label 0 (background) present although the background channel is left out")
+        z = z[:, 1:]
+        labels = torch.where(valid, labels - 1, labels)
+    loss = F.cross_entropy(z, labels, ignore_index=ignore_index, reduction="sum")
+    return loss / valid.sum().clamp_min(1)
 
 
 def unbiased_ce(logits: Tensor, labels: Tensor, *, num_old: int, ignore_index: int = 255) -> Tensor:

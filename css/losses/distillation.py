@@ -10,13 +10,15 @@ to the new logits; the old logits are targets.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from css.losses.classification import check_logits_labels, upcast
 
-__all__ = ["kd", "unbiased_kd", "lgkd", "icarl_distillation", "feature_mse"]
+__all__ = ["kd", "soft_kd", "unbiased_kd", "lgkd", "icarl_distillation", "feature_mse"]
 
 
 def _check_pair(new_logits: Tensor, old_logits: Tensor) -> None:
@@ -54,6 +56,29 @@ def kd(new_logits: Tensor, old_logits: Tensor, *, alpha: float = 1.0) -> Tensor:
     log_p = F.log_softmax(upcast(new_logits[:, :num_old]), dim=1)
     q = _old_probabilities(old_logits, alpha)
     return -(q * log_p).sum(dim=1).mean() / num_old
+
+
+def soft_kd(new_logits: Tensor, old_logits: Tensor, *, temperature: float, first: int = 1) -> Tensor:
+    """Temperature distillation of LwF as the 3DPC-CISS paper ran it (docs/pointcloud-baselines.md#lwf-3dpc).
+
+    Over the old channels c = ``first`` .. C_old-1 (``first=1``: background left out), with
+    q = softmax(old / T) and log p = log_softmax(new / T), both over those channels only:
+
+        L = T^2 * mean_elements[-sum_c q_c log p_c].
+
+    The sum runs over the channels (not their mean, unlike ``kd``), the mean over every element
+    (no ignore mask), and T^2 keeps the gradient's scale independent of T (Hinton et al.).
+    """
+    _check_pair(new_logits, old_logits)
+    num_old = old_logits.shape[1]
+    if not 0 <= first < num_old:
+        raise ValueError(f"first must be in [0, C_old={num_old}), got {first}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    t = float(temperature)
+    log_p = F.log_softmax(upcast(new_logits[:, first:num_old]) / t, dim=1)
+    q = F.softmax(upcast(old_logits.detach()[:, first:num_old]) / t, dim=1)
+    return -(q * log_p).sum(dim=1).mean() * (t * t)
 
 
 def unbiased_kd(new_logits: Tensor, old_logits: Tensor, *, alpha: float = 1.0) -> Tensor:

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from css.losses.classification import labelled_cross_entropy
 from css.pointcloud.fps import farthest_point_sample, num_centres
 from css.pointcloud.knn import DEFAULT_CHUNK_BYTES
 from css.pointcloud.knn import knn_rows as _knn_rows
@@ -318,15 +319,7 @@ def ciss_cross_entropy(logits: Tensor, labels: Tensor, *, keep_background: bool 
 
     Without ``keep_background`` the background channel 0 is left out of the softmax, which is the
     published new model's classifier without a background row (docs/pointcloud-ciss.md#loss)."""
-    valid = labels != ignore_index
-    z = logits.float()
-    if not keep_background:
-        if bool((labels[valid] == 0).any()):
-            raise ValueError("label 0 (background) present although the background channel is left out")
-        z = z[:, 1:]
-        labels = torch.where(valid, labels - 1, labels)
-    loss = F.cross_entropy(z, labels, ignore_index=ignore_index, reduction="sum")
-    return loss / valid.sum().clamp_min(1)
+    return labelled_cross_entropy(logits, labels, background=keep_background, ignore_index=ignore_index)
 
 
 def ciss_losses(new: Any, old: Any, labels: Tensor, xyz: Tensor, *, num_old: int,
