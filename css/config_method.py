@@ -32,6 +32,11 @@ class MethodConfig:
     reg_alpha: float | None = None
     reg_iterations: int | None = None
     reg_normalize: bool | None = None
+    reg_per_tensor: bool | None = None
+    """Min-max normalise each parameter tensor's importance on its own (the 3DPC-CISS EWC*) instead of
+    all jointly; null = false (docs/pointcloud-baselines.md#ewc)."""
+    reg_skip_classifier: bool | None = None
+    """Leave the classifier heads (``cls.*``) out of the regulariser (the 3DPC-CISS EWC*); null = false."""
     pod: str | None = None
     """local | none."""
     pod_factor: float | None = None

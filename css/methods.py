@@ -29,7 +29,8 @@ from css.methods_pc import CISS, LWF3D, ciss_objective, ciss_options, lwf3d_obje
 _COMMON: dict[str, Any] = dict(
     classification="ce", loss_kd=0.0, kd="none", kd_resolution="full", alpha=1.0, prev_kd=10.0,
     novel_kd=2.0, loss_de=0.0, icarl_importance=0.0, regularizer="none", reg_importance=0.0,
-    reg_alpha=0.9, reg_iterations=10, reg_normalize=True, pod="none", pod_factor=0.01, pod_logits=False,
+    reg_alpha=0.9, reg_iterations=10, reg_normalize=True, reg_per_tensor=False,
+    reg_skip_classifier=False, pod="none", pod_factor=0.01, pod_logits=False,
     pod_logits_factor=0.0005, pod_schedule=True, pod_scales=[1, 2, 4], pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
     adaptive_factor=False, init_balanced=False, freeze_body=False, lwf_temperature=1.0, lwf_reference_background=False,
 )
@@ -222,13 +223,15 @@ class Objective:
     def attach_regularizer(self, model: torch.nn.Module, old_state: dict | None) -> None:
         if self.m.regularizer in (None, "none") or (self.m.reg_importance or 0) <= 0:
             return
-        kwargs: dict[str, Any] = {"old_state": old_state}
+        # docs/pointcloud-baselines.md#ewc: per-tensor normalisation and the classifier left out.
+        normalize = self.m.reg_normalize and (L.PER_TENSOR if self.m.reg_per_tensor else True)
+        kwargs: dict[str, Any] = {"old_state": old_state, "normalize": normalize}
+        if self.m.reg_skip_classifier:
+            kwargs["param_filter"] = _not_classifier
         if self.m.regularizer in ("ewc", "rw"):
-            kwargs.update(alpha=self.m.reg_alpha, normalize=self.m.reg_normalize)
+            kwargs.update(alpha=self.m.reg_alpha)
         if self.m.regularizer == "rw":
             kwargs.update(iterations=self.m.reg_iterations)
-        if self.m.regularizer == "pi":
-            kwargs.update(normalize=self.m.reg_normalize)
         self.regularizer = L.build_regularizer(self.m.regularizer, model, **kwargs)
 
     def after_backward(self, model: torch.nn.Module) -> None:
@@ -370,10 +373,17 @@ class Objective:
         if self.use_pod:
             parts.append(f"local POD ({m.pod_factor:g}" + (f", logits {m.pod_logits_factor:g})" if m.pod_logits else ")"))
         if self.regularizer is not None or (self.step > 0 and m.regularizer not in (None, "none")):
-            parts.append(f"{m.reg_importance:g} x {m.regularizer.upper()}")
+            notes = [n for n, on in (("per-tensor normalised", m.reg_per_tensor),
+                                      ("classifier excluded", m.reg_skip_classifier)) if on]
+            parts.append(f"{m.reg_importance:g} x {m.regularizer.upper()}" + (f" ({', '.join(notes)})" if notes else ""))
         frozen = "; only the new head learns (body and old heads frozen, eval mode)" \
             if m.freeze_body and self.incremental else ""
         return " + ".join(parts) + frozen
+
+
+def _not_classifier(name: str) -> bool:
+    """Parameter filter of ``method.reg_skip_classifier``: everything but the heads ``cls.{i}``."""
+    return not name.startswith("cls.")
 
 
 def pod_schedule_factor(num_current: int, num_new: int) -> float:

@@ -92,10 +92,12 @@ def _ewc_state(fisher_w, fisher_b, weight, bias):
     }
 
 
-@pytest.mark.parametrize("normalize, expected", [(True, 8.5), (False, 31.0)])
+@pytest.mark.parametrize("normalize, expected", [(True, 8.5), (False, 31.0), ("per_tensor", 13.0)])
 def test_ewc_penalty_hand_values(normalize, expected):
     # F = (1, 3) for the weight, 2 for the bias. Global min-max normalisation: (0, 1) and 0.5.
-    # Moves (1, 2) and 3: normalised 0*1 + 1*4 + 0.5*9 = 8.5; raw 1*1 + 3*4 + 2*9 = 31
+    # Moves (1, 2) and 3: normalised 0*1 + 1*4 + 0.5*9 = 8.5; raw 1*1 + 3*4 + 2*9 = 31.
+    # Per tensor: the weight's (1, 3) -> (0, 1), the bias alone has no spread and is positive -> 1:
+    # 0*1 + 1*4 + 1*9 = 13.
     model = nn.Linear(2, 1)
     state = _ewc_state([1.0, 3.0], 2.0, [0.5, -1.0], 0.25)
     with torch.no_grad():

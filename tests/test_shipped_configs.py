@@ -88,7 +88,8 @@ def test_point_cloud_config_matches_the_3dpc_ciss_schedule(path):
     assert (cfg.data.num_points, cfg.model.k, cfg.model.dropout) == (2048, 20, 0.3)
     resolved = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality="pointcloud")
     if resolved.name == "ewc":
-        assert resolved.reg_importance == 1.0
+        assert (resolved.reg_importance, resolved.reg_alpha, resolved.reg_normalize) == (1.0, 0.9, True)
+        assert resolved.reg_per_tensor is True and resolved.reg_skip_classifier is True
     if resolved.name == "3dpc-ciss":
         assert resolved.ciss_threshold == THRESHOLD[cfg.data.dataset]
     if resolved.name == "fa":

@@ -15,7 +15,7 @@ from css.losses.pseudo import (
     pseudo_label,
     thresholds_from_histogram,
 )
-from css.losses.regularizers import EWC, PI, RW, build_regularizer
+from css.losses.regularizers import EWC, PER_TENSOR, PI, RW, build_regularizer
 
 __all__ = [
     "cross_entropy",
@@ -36,6 +36,7 @@ __all__ = [
     "pseudo_label",
     "all_reduce_histogram",
     "EWC",
+    "PER_TENSOR",
     "RW",
     "PI",
     "build_regularizer",

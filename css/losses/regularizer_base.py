@@ -24,12 +24,16 @@ def _trainable(model: nn.Module, param_filter: ParamFilter | None) -> Iterator[t
             yield name, param
 
 
-def _minmax_normalise(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Min-max normalise all entries of all tensors jointly to [0, 1] (one global min and max).
+def _minmax_normalise(tensors: Mapping[str, Tensor], *, per_tensor: bool = False) -> dict[str, Tensor]:
+    """Min-max normalise all entries of all tensors jointly to [0, 1] (one global min and max), or,
+    with ``per_tensor``, each tensor with its own min and max (the 3DPC-CISS EWC*,
+    docs/pointcloud-baselines.md#ewc).
 
     Without spread (every entry equal) the relative importance is undefined: every weight then
     becomes 1 if the common value is positive (all equally important) and 0 otherwise.
     """
+    if per_tensor:
+        return {name: _minmax_normalise({name: t})[name] for name, t in tensors.items()}
     nonempty = [t for t in tensors.values() if t.numel() > 0]
     if not nonempty:
         return dict(tensors)
@@ -39,6 +43,10 @@ def _minmax_normalise(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {name: (t - low) / (high - low) for name, t in tensors.items()}
     fill = 1.0 if high > 0 else 0.0
     return {name: torch.full_like(t, fill) for name, t in tensors.items()}
+
+
+# ``normalize=PER_TENSOR``: min-max normalise each parameter tensor on its own.
+PER_TENSOR = "per_tensor"
 
 
 class _Regularizer:
@@ -59,10 +67,12 @@ class _Regularizer:
         self,
         model: nn.Module,
         *,
-        normalize: bool,
+        normalize: bool | str,
         param_filter: ParamFilter | None,
         old_state: Mapping | None,
     ) -> None:
+        if normalize not in (True, False, PER_TENSOR):
+            raise ValueError(f"normalize must be True, False or {PER_TENSOR!r}, got {normalize!r}")
         self.model = model
         self.normalize = normalize
         self.param_filter = param_filter
@@ -79,7 +89,9 @@ class _Regularizer:
         return {name: p.detach().clone() for name, p in self._params(self.model)}
 
     def _maybe_normalise(self, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return _minmax_normalise(tensors) if self.normalize else dict(tensors)
+        if not self.normalize:
+            return dict(tensors)
+        return _minmax_normalise(tensors, per_tensor=self.normalize == PER_TENSOR)
 
     def _importance(self, state: Mapping) -> dict[str, Tensor]:
         raise NotImplementedError

@@ -16,6 +16,8 @@ step, weighted by an importance estimated during the previous step:
 With ``normalize=True`` (the reference default) each importance is min-max normalised to [0, 1]
 before use; the reference's set is not pinned down, so we follow MiB and take one global min and
 max over every entry of every parameter (RW normalises its Fisher and its score separately).
+``normalize="per_tensor"`` normalises each parameter tensor with its own min and max, as the
+3DPC-CISS EWC* does (docs/pointcloud-baselines.md#ewc).
 
 Life cycle, one regulariser per step (docs/protocol-2d.md#loss-composition, #regularisers):
 1. ``reg = build_regularizer(name, model, old_state=previous_state)`` right before the step's
@@ -46,7 +48,7 @@ from torch import Tensor, nn
 
 # The shared machinery lives in css/losses/regularizer_base.py; its names stay importable from here.
 from css.losses.regularizer_base import (  # noqa: F401
-    ParamFilter, _ema_fisher, _minmax_normalise, _PathIntegral, _Regularizer, _restore, _snapshot, _trainable,
+    PER_TENSOR, ParamFilter, _ema_fisher, _minmax_normalise, _PathIntegral, _Regularizer, _restore, _snapshot, _trainable,
 )
 
 __all__ = ["EWC", "RW", "PI", "build_regularizer", "REGULARIZERS"]
@@ -68,7 +70,7 @@ class EWC(_Regularizer):
         model: nn.Module,
         *,
         alpha: float = 0.9,
-        normalize: bool = True,
+        normalize: bool | str = True,
         param_filter: ParamFilter | None = None,
         old_state: Mapping | None = None,
     ) -> None:
@@ -115,7 +117,7 @@ class PI(_Regularizer):
         model: nn.Module,
         *,
         epsilon: float = 1e-3,
-        normalize: bool = True,
+        normalize: bool | str = True,
         param_filter: ParamFilter | None = None,
         old_state: Mapping | None = None,
     ) -> None:
@@ -168,7 +170,7 @@ class RW(_Regularizer):
         alpha: float = 0.9,
         iterations: int = 10,
         epsilon: float = 1e-3,
-        normalize: bool = True,
+        normalize: bool | str = True,
         param_filter: ParamFilter | None = None,
         old_state: Mapping | None = None,
     ) -> None:
