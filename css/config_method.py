@@ -54,6 +54,10 @@ class MethodConfig:
     freeze_body: bool | None = None
     """Freeze and add (docs/pointcloud-baselines.md#freeze-and-add): at an incremental step only the
     new head learns; the body and the old heads keep model(t-1)'s weights and stay in eval mode."""
+    separate_classifier: bool | None = None
+    """Point clouds, FT/F&A/EWC: train a separate [background, novel] classifier and keep the old class
+    rows as they were, as the 3DPC-CISS baselines do (docs/pointcloud-baselines.md#separate-classifier);
+    null = false."""
     # 3DPC-CISS (method 3dpc-ciss, docs/pointcloud-ciss.md#configuration); null = from the
     # preset, the dataset and the protocol.
     ciss_threshold: float | None = None

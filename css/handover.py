@@ -9,9 +9,11 @@ against the task) are written once. :func:`hand_over` builds what step t trains 
   head is initialised from the background row (after the load, so the load cannot undo it);
 - the old model: model(t-1) itself, loaded strictly, frozen (no gradients) and in eval mode.
 
-Two methods change what is handed over (``cfg.method``, resolved): ``freeze_body`` (F&A) freezes
-model(t) but its new head (docs/pointcloud-baselines.md#freeze-and-add); 3DPC-CISS runs the old
-model with single-pass MC dropout, its masks seeded per sample (docs/pointcloud-ciss.md#wiring).
+Three method keys change what is handed over (``cfg.method``, resolved): ``freeze_body`` (F&A) freezes
+model(t) but its new head (docs/pointcloud-baselines.md#freeze-and-add); ``separate_classifier``
+pins the old class rows and restarts the background row (docs/pointcloud-baselines.md#separate-classifier);
+3DPC-CISS runs the old model with single-pass MC dropout, its masks seeded per sample
+(docs/pointcloud-ciss.md#wiring).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ def hand_over(modality: Any, cfg: Any, task: Any, step: int, run_dir: Path, env:
     method = getattr(cfg, "method", None)
     if getattr(method, "freeze_body", False):
         model.freeze_all_but_new_head()
+    if getattr(method, "separate_classifier", False):
+        model.separate_classifier()  # after the freeze: the background row trains under F&A too
     old = freeze(old)
     if getattr(method, "name", None) == CISS:
         old.mc_dropout(True, seeded=True)

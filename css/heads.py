@@ -188,6 +188,42 @@ class IncrementalModel(nn.Module):
         self._body_frozen = True
         self.train(self.training)
 
+    def separate_classifier(self) -> None:
+        """Train a separate [background, novel] classifier (docs/pointcloud-baselines.md#separate-classifier).
+
+        The heads of the earlier steps keep their class rows: head 0's rows 1.. are pinned (their
+        values are written back after every optimiser step, ``restore_pinned``, so neither weight
+        decay nor Adam moves them) and the heads of steps 1..t-1 stop requiring gradients. Head 0's
+        background row starts afresh (Kaiming-normal, zero bias) and trains with the new head, as
+        the published new classifier's background row does."""
+        if len(self.cls) < 2:
+            raise ValueError("separate_classifier needs a new head: call add_classes first")
+        head0 = self.cls[0]
+        for conv in list(self.cls)[1:-1]:
+            conv.requires_grad_(False)
+        head0.requires_grad_(True)  # also under freeze_body: the background row is the new classifier's
+        with torch.no_grad():
+            nn.init.kaiming_normal_(head0.weight[0:1], mode="fan_in", nonlinearity="relu")
+            if head0.bias is not None:
+                head0.bias[0] = 0.0
+        # Non-persistent buffers: they follow .to(device) but stay out of the state dict.
+        head0.register_buffer("pinned_weight", head0.weight[1:].detach().clone(), persistent=False)
+        if head0.bias is not None:
+            head0.register_buffer("pinned_bias", head0.bias[1:].detach().clone(), persistent=False)
+
+    @property
+    def has_pinned_rows(self) -> bool:
+        return hasattr(self.cls[0], "pinned_weight")
+
+    @torch.no_grad()
+    def restore_pinned(self) -> None:
+        """Write the pinned old-class rows of head 0 back (after an optimiser step)."""
+        head0 = self.cls[0]
+        if hasattr(head0, "pinned_weight"):
+            head0.weight[1:].copy_(head0.pinned_weight)
+        if hasattr(head0, "pinned_bias"):
+            head0.bias[1:].copy_(head0.pinned_bias)
+
     @property
     def body_frozen(self) -> bool:
         return bool(getattr(self, "_body_frozen", False))

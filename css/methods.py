@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from css import losses as L
 from css.config import MethodConfig
 from css.errors import ConfigError
-from css.methods_pc import CISS, LWF3D, ciss_objective, ciss_options, lwf3d_objective, resolve_ciss, resolve_lwf3d
+from css.methods_pc import (CISS, LWF3D, check_separate_classifier, ciss_objective, ciss_options, lwf3d_objective,
+                            resolve_ciss, resolve_lwf3d, separate_classifier_ce)
 
 # Values every method starts from (the reference argparser defaults, docs/methods.md#presets).
 _COMMON: dict[str, Any] = dict(
@@ -32,7 +33,8 @@ _COMMON: dict[str, Any] = dict(
     reg_alpha=0.9, reg_iterations=10, reg_normalize=True, reg_per_tensor=False,
     reg_skip_classifier=False, pod="none", pod_factor=0.01, pod_logits=False,
     pod_logits_factor=0.0005, pod_schedule=True, pod_scales=[1, 2, 4], pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
-    adaptive_factor=False, init_balanced=False, freeze_body=False, lwf_temperature=1.0, lwf_reference_background=False,
+    adaptive_factor=False, init_balanced=False, freeze_body=False, separate_classifier=False, lwf_temperature=1.0,
+    lwf_reference_background=False,
 )
 
 _PLOP = dict(pod="local", pod_factor=0.01, pod_logits=True, pod_logits_factor=0.0005, pseudo="entropy",
@@ -105,6 +107,7 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
     resolve_lwf3d(key, given, values, protocol=protocol, modality=modality)
     _kd_from_weight(given, values)
     values.update({k: v for k, v in given.items() if v is not None})
+    check_separate_classifier(key, values, modality=modality)
     return MethodConfig(name=key, **values)
 
 
@@ -303,6 +306,8 @@ class Objective:
             cls_loss = L.bce_with_ignore(logits, labels, ignore_index=self.ignore_index)
         elif m.classification == "unce" and self.incremental:
             cls_loss = L.unbiased_ce(logits, labels, num_old=self.num_old, ignore_index=self.ignore_index)
+        elif m.separate_classifier and self.incremental:  # docs/pointcloud-baselines.md#separate-classifier
+            cls_loss = separate_classifier_ce(logits, labels, num_old=self.num_old, ignore_index=self.ignore_index)
         else:
             cls_loss = L.cross_entropy(logits, labels, ignore_index=self.ignore_index, element_weight=factor)
         terms["ce"] = cls_loss
@@ -378,6 +383,8 @@ class Objective:
             parts.append(f"{m.reg_importance:g} x {m.regularizer.upper()}" + (f" ({', '.join(notes)})" if notes else ""))
         frozen = "; only the new head learns (body and old heads frozen, eval mode)" \
             if m.freeze_body and self.incremental else ""
+        if m.separate_classifier and self.incremental:
+            parts[0] += " over [background, novel] (old class rows kept)"
         return " + ".join(parts) + frozen
 
 

@@ -178,3 +178,36 @@ def lwf3d_objective(new: Any, old: Any, labels: torch.Tensor, *, num_old: int, m
     kd = method.loss_kd * L.soft_kd(new.logits, old.logits, temperature=method.lwf_temperature,
                                     first=1 if last_step else 0)
     return ce + kd, {"ce": ce, "kd": kd}
+
+
+# ------------------------------------------------------------------------------------------------
+# The separate [background, novel] classifier of the 3DPC-CISS FT, F&A and EWC baselines
+# (docs/pointcloud-baselines.md#separate-classifier).
+
+def check_separate_classifier(key: str, values: dict[str, Any], *, modality: str) -> None:
+    """Refuse ``separate_classifier`` where its cross-entropy over [background, novel] is not the loss."""
+    if not values.get("separate_classifier"):
+        return
+    if modality != "pointcloud":
+        raise ConfigError("method.separate_classifier: true needs a synthetic background (point clouds): an "
+                          "image's background class is scored at every step; remove the key")
+    others = [k for k, off in (("kd", "none"), ("pseudo", "none"), ("classification", "ce")) if values[k] != off]
+    others += [k for k in ("loss_de", "icarl_importance") if values[k]]
+    if key in (CISS, LWF3D) or others:
+        what = f"method {key}" if key in (CISS, LWF3D) else f"method.{others[0]}: {values[others[0]]!r}"
+        raise ConfigError(f"method.separate_classifier: true trains a plain cross-entropy over [background, novel] "
+                          f"(FT, F&A, EWC/RW/PI) and cannot be combined with {what}; remove one of them")
+
+
+def separate_classifier_ce(logits: torch.Tensor, labels: torch.Tensor, *, num_old: int,
+                           ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy over the channels [0, num_old..C) only: the old class channels 1..num_old-1 are
+    not outputs of the separate classifier. Labels: 0 and the novel channels (>= num_old) or ignore."""
+    from css import losses as L
+
+    valid = labels != ignore_index
+    if bool(((labels > 0) & (labels < num_old) & valid).any()):
+        raise ValueError(f"old-class labels (1..{num_old - 1}) cannot train a separate [background, novel] classifier")
+    z = torch.cat([logits[:, :1], logits[:, num_old:]], dim=1)
+    shifted = torch.where(valid & (labels >= num_old), labels - num_old + 1, labels)
+    return L.cross_entropy(z, shifted, ignore_index=ignore_index)

@@ -31,10 +31,19 @@ def build_optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Opt
     # point clouds (docs/config.md#optimisers).
     params = [p for p in unwrap(model).parameters() if p.requires_grad]
     if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-    if s.optimizer != "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    elif s.optimizer != "sgd":
         raise ConfigError(f"train.optimizer: {s.optimizer!r} is not one of sgd, adam")
-    return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov,
+                                    weight_decay=s.weight_decay)
+    inner = unwrap(model)
+    if getattr(inner, "has_pinned_rows", False):
+        # A separate classifier (docs/pointcloud-baselines.md#separate-classifier): the old class
+        # rows share a tensor with the trained background row, so they are written back after
+        # every step instead of being left out of the optimiser.
+        optimizer.register_step_post_hook(lambda *_: inner.restore_pinned())
+    return optimizer
 
 
 def build_schedule(s: TrainSettings, iters_per_epoch: int, max_iters: int) -> Callable[[int], float]:

@@ -94,6 +94,8 @@ def test_point_cloud_config_matches_the_3dpc_ciss_schedule(path):
         assert resolved.ciss_threshold == THRESHOLD[cfg.data.dataset]
     if resolved.name == "fa":
         assert resolved.freeze_body is True
+    # FT, F&A and EWC* train a separate [background, novel] classifier there.
+    assert resolved.separate_classifier is path.stem.endswith(("_ft", "_fa", "_ewc"))
     if path.stem.endswith("_lwf"):
         assert (resolved.name, resolved.lwf_temperature, resolved.loss_kd) == ("lwf-3dpc", 2.0, 1.0)
         assert resolved.lwf_reference_background is True
