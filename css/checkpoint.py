@@ -79,7 +79,9 @@ def peek(path: str | Path) -> dict[str, Any]:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-            problem = problem or _first_line(exc)
+            # the plain load's complaint when both fail: the mmap one only says the file is no zip
+            # archive ("mmap can only be used with files saved with ..."), even for a corrupt file
+            problem = _first_line(exc)
             continue
         if isinstance(obj, dict):
             return obj

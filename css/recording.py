@@ -66,9 +66,9 @@ def full_block(cm, task) -> dict[str, Any]:
     """The ``full`` block of a step entry from a full-coverage confusion matrix
     (css.pointcloud.coverage, docs/pointcloud-evaluation.md#full-coverage)."""
     summary, iou = _summary(cm, task)
-    return {"metric": reports.FULL, "summary": {k: summary.get(k, math.nan) for k in reports._STEP_METRICS},
-            "iou": iou, "mean_iou": summary["all"], "num_points": getattr(cm, "points", None),
-            "num_blocks": getattr(cm, "blocks", None)}
+    # the same figures as the step entry's own (reports.metric_figures), then where they come from
+    return {"metric": reports.FULL, **reports.metric_figures(summary, iou),
+            "num_points": getattr(cm, "points", None), "num_blocks": getattr(cm, "blocks", None)}
 
 
 def write_results(run_dir: Path, entries: list[dict[str, Any]], task, metadata: dict[str, Any], *, method: str,

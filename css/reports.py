@@ -209,6 +209,17 @@ def step_entry(step: int, summary: Mapping[str, Any], iou: Sequence[float | None
         "num_old": int(summary["num_old"] if num_old is None else num_old),
         "num_base": int(summary["num_old"]),
         "num_classes": len(iou),
+        **metric_figures(summary, iou),
+    }
+
+
+def metric_figures(summary: Mapping[str, Any], iou: Sequence[float | None]) -> dict[str, Any]:
+    """``summary``, ``iou`` and ``mean_iou`` of one metric, from a ``ConfusionMatrix.summary`` dict:
+    the figures a step entry and its ``full`` block (css.recording.full_block) both hold.
+
+    One builder for both, so that the two metrics' figures keep the same keys, order and missing
+    values (nan), which results.csv and results_full.csv are written from alike."""
+    return {
         "summary": {k: summary.get(k, math.nan) for k in _STEP_METRICS},
         "iou": list(iou),
         "mean_iou": summary["all"],
@@ -236,14 +247,13 @@ def build_results(
     ``final.oa`` is the last step's overall accuracy."""
     if not steps_entries:
         raise ValueError("build_results needs at least one step entry")
-    final = final_summary(
+    final = _final(
         [e["iou"] for e in steps_entries],
         [e["mean_iou"] for e in steps_entries],
         num_base=int(steps_entries[0]["num_classes"]),
+        oa=steps_entries[-1].get("summary", {}).get("oa", math.nan),
+        background=background,
     )
-    if not background:
-        final["bg"] = math.nan
-    final["oa"] = steps_entries[-1].get("summary", {}).get("oa", math.nan)
     results = {
         "task": task,
         "dataset": dataset,
@@ -267,11 +277,23 @@ def full_final(steps_entries: Sequence[Mapping[str, Any]], *, background: bool =
     blocks = [e.get(FULL) for e in steps_entries]
     if not blocks or any(not isinstance(b, Mapping) for b in blocks):
         return None
-    final = final_summary([b["iou"] for b in blocks], [_nan_if_none(b["mean_iou"]) for b in blocks],
-                          num_base=int(steps_entries[0]["num_classes"]))
+    # The blocks hold the figures of a step entry (metric_figures), so the final is computed by
+    # the same _final as the sampled one. A null mean IoU or OA (a block read back from
+    # results.json) counts as nan here, as it always has for this metric.
+    return _final([b["iou"] for b in blocks], [_nan_if_none(b["mean_iou"]) for b in blocks],
+                  num_base=int(steps_entries[0]["num_classes"]),
+                  oa=_nan_if_none(blocks[-1].get("summary", {}).get("oa")), background=background)
+
+
+def _final(iou_per_step: Sequence[Sequence[float | None]], mean_iou_per_step: Sequence[float], *, num_base: int,
+           oa: float, background: bool) -> dict[str, float]:
+    """A ``final`` block of results.json (the sampled one and the full-coverage one): final_summary,
+    with ``bg`` nan where channel 0 is a synthetic background (``background=False``) and ``oa`` the
+    last step's overall accuracy."""
+    final = final_summary(iou_per_step, mean_iou_per_step, num_base)
     if not background:
         final["bg"] = math.nan
-    final["oa"] = _nan_if_none(blocks[-1].get("summary", {}).get("oa"))
+    final["oa"] = oa
     return final
 
 

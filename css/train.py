@@ -36,12 +36,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# What --init-step0 takes (css/image/modality.py, css/pointcloud/modality.py import_weights), for the
+# messages of a path that is wrong.
+INIT_STEP0_FILES = ("runs/NAME/step0/model.pt or a released step-0 file (the LGKD models linked from "
+                    "https://github.com/Ze-Yang/LGKD, the 3DPC-CISS end_base_model_checkpoint.tar from "
+                    "https://github.com/leolyj/3DPC-CISS)")
+
+
 def check_init_step0(path: str | None) -> None:
-    """The ``--init-step0`` file(s) must exist before a run folder is made (docs/contracts.md#errors).
-    Point clouds also take 'BACKBONE,CLASSIFIER', the 3DPC-CISS file pair (docs/pointcloud-model.md#weights):
-    each part is checked."""
+    """The ``--init-step0`` file(s) must exist and be readable checkpoints before a run folder is made
+    (docs/contracts.md#errors). Point clouds also take 'BACKBONE,CLASSIFIER', the 3DPC-CISS file pair
+    (docs/pointcloud-model.md#weights): each part is checked."""
     if not path:
         return
+    from css import checkpoint as ck
+
     parts = [path] if Path(path).is_file() else [p for p in str(path).split(",") if p] or [path]
     for part in parts:
         where = f"--init-step0 {path}" + (f" ({part})" if part != path else "")
@@ -50,9 +59,16 @@ def check_init_step0(path: str | None) -> None:
                                   f"itself (e.g. runs/NAME/step0/model.pt)")
         if not Path(part).is_file():
             raise CheckpointError(f"{where}: file not found; check the path (relative paths start from the "
-                                  f"current directory), e.g. runs/NAME/step0/model.pt or a released step-0 file "
-                                  f"(the LGKD models linked from https://github.com/Ze-Yang/LGKD, the 3DPC-CISS "
-                                  f"end_base_model_checkpoint.tar from https://github.com/leolyj/3DPC-CISS)")
+                                  f"current directory), e.g. {INIT_STEP0_FILES}")
+        # Read here, not first in the importer: there the flag is unknown and the message could only
+        # say the file is unreadable. peek maps the tensors, so even a large file costs little.
+        try:
+            ck.peek(part)
+        except CheckpointError as exc:
+            raise CheckpointError(
+                f"{where}: cannot read checkpoint {part}: {exc}. --init-step0 takes a torch checkpoint of a "
+                f"step-0 model: {INIT_STEP0_FILES}. Fix: download the file again (an interrupted download or "
+                f"copy leaves it truncated), or point --init-step0 at the right file") from exc
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 
+from css.config import load_config
 from css.controller import run_from_config
 from css.errors import ConfigError
 
@@ -55,11 +56,51 @@ def test_a_bad_data_value_found_while_building_the_dataset_leaves_no_run_folder(
     assert not (tmp_path / "runs").exists()
 
 
-def test_an_unreadable_init_step0_file_leaves_no_run_folder(tmp_path):
-    bad = tmp_path / "step0.pth"
-    bad.write_bytes(b"not a checkpoint")
-    proc = cli(tmp_path, "--config", write_config(tmp_path), "--init-step0", bad)
-    assert_clean_refusal(proc, f"cannot read checkpoint {bad}")
+def _damaged(path: Path, kind: str) -> Path:
+    if kind == "garbage":  # what torch reads as a legacy pickle: "invalid load key"
+        path.write_bytes(b"not a checkpoint")
+    else:  # a download cut short: a zip archive without its directory
+        torch.save({"model": {"w": torch.zeros(64)}}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    return path
+
+
+@pytest.mark.parametrize("modality", ["image", "pointcloud"])
+@pytest.mark.parametrize("kind", ["garbage", "truncated"])
+def test_an_unreadable_init_step0_file_leaves_no_run_folder(tmp_path, modality, kind):
+    """The message names the flag and the file, says what --init-step0 takes and how to fix it."""
+    bad = _damaged(tmp_path / "step0.pth", kind)
+    config = write_config(tmp_path) if modality == "image" else write_pc_config(tmp_path)
+    arg = str(bad)
+    if modality == "pointcloud":  # the 3DPC-CISS pair, whose classifier file is the damaged one
+        backbone = tmp_path / "end_base_model_checkpoint.tar"
+        torch.save({"params": {}}, backbone)
+        arg = f"{backbone},{bad}"
+    proc = cli(tmp_path, "--config", config, "--init-step0", arg)
+    where = f"--init-step0 {arg}" + (f" ({bad})" if modality == "pointcloud" else "")
+    assert_clean_refusal(proc, f"{where}: cannot read checkpoint {bad}: ",
+                         "invalid load key" if kind == "garbage" else "central directory",
+                         "--init-step0 takes a torch checkpoint of a step-0 model: runs/NAME/step0/model.pt or a "
+                         "released step-0 file", "Fix: download the file again",
+                         "or point --init-step0 at the right file")
+    assert "mmap" not in proc.stderr  # the plain load's complaint, not the mmap attempt's
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unreadable_init_step0_file_through_python_names_what_is_expected(tmp_path, capfd):
+    """run_from_config(init_step0=...) skips the CLI's check: the importer's own message gives the fix,
+    without the warning that the file 'needs full unpickling'."""
+    from css.errors import CheckpointError
+
+    bad = _damaged(tmp_path / "step0.pth", "garbage")
+    with pytest.raises(CheckpointError) as info:
+        run_from_config(load_config(write_config(tmp_path)), init_step0=str(bad))
+    text = str(info.value)
+    assert text.startswith(f"cannot read checkpoint {bad} (invalid load key")
+    assert "Expected a css step checkpoint (RUN/stepT/model.pt), an LGKD/PLOP/MiB checkpoint" in text
+    assert "Fix: download the file again" in text and "--init-step0" in text
+    out, err = capfd.readouterr()  # the run's log goes to the console ("css" does not propagate)
+    assert "full unpickling" not in out + err
     assert not (tmp_path / "runs").exists()
 
 

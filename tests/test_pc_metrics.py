@@ -73,3 +73,24 @@ def test_results_entry_records_c_old_and_the_base_split():
     assert (entry["num_old"], entry["num_base"], entry["num_classes"]) == (10, 9, 11)
     entry0, _ = recording.step_entry(ConfusionMatrix(9), task, 0, 11, None, None)
     assert (entry0["num_old"], entry0["num_base"]) == (0, 9)
+
+
+def test_a_full_block_and_a_step_entry_share_one_figures_builder():
+    """recording.full_block and reports.step_entry take their summary / iou / mean_iou from the one
+    reports.metric_figures (same keys, same order, same numbers for the same matrix), and the
+    full-coverage final is computed by build_results' own code from those blocks."""
+    from css import recording, reports
+
+    task = get_task("s3dis", "8-1")
+    cm = ConfusionMatrix(task.num_classes(1))
+    cm.matrix = torch.arange(cm.num_classes ** 2, dtype=torch.int64).reshape(cm.num_classes, -1)
+    cm.matrix[4] = 0  # a class without ground truth: null IoU in both
+    cm.full, cm.points, cm.blocks = cm, 123, 4  # the same matrix as its own full-coverage one
+    entry, summary = recording.step_entry(cm, task, 1, 4, None, None)
+    figures = reports.metric_figures(*recording._summary(cm, task))
+    assert list(entry["full"]) == ["metric", *figures, "num_points", "num_blocks"]
+    assert {k: entry["full"][k] for k in figures} == {k: entry[k] for k in figures} == figures
+    assert list(entry)[:len(figures) + 4] == ["step", "num_old", "num_base", "num_classes", *figures]
+    assert summary["full"] == entry["summary"]
+    doc = build_results([entry], task.channel_names(1), {}, background=False)
+    assert reports.dumps_json(doc["full"]["final"]) == reports.dumps_json(doc["final"])

@@ -125,6 +125,48 @@ def _shared_store(path: Path) -> tuple[BlockStore, int]:
     return BlockStore(path), 80
 
 
+@pytest.mark.parametrize("height", [False, True], ids=["9ch", "height"])
+def test_predict_feeds_the_model_the_features_of_the_dataset(setup, monkeypatch, height):
+    """The inputs predict builds for a prepared block equal BlockDataset.sample's for the same block
+    and point indices (css.pointcloud.data.sample_features, the one feature step of both); with the
+    height channel counted from the whole block's lowest point, not the sample's."""
+    from types import SimpleNamespace
+
+    from css.pointcloud import predict as pc_predict
+    from css.pointcloud.data import build_dataset, label_set, sample_features
+
+    tmp, _, cfg, _, task = setup
+    seen = {}
+
+    def record(model, items, *, features, **kwargs):  # stands in for the model: keeps what it is given
+        seen["features"], seen["items"] = features, list(items)
+        return iter(())
+
+    monkeypatch.setattr(pc_predict, "predict_items", record)
+    ns = SimpleNamespace(data=SimpleNamespace(height_feature=height, eval_seed=cfg.data.eval_seed, num_points=64),
+                         train=SimpleNamespace(eval_batch_size=2, precision="fp32"))
+    path = tmp / "data" / "test.h5"
+    clouds = pc_predict.prepared_clouds(path, blocks=None, scenes=None, label_set=label_set(BlockStore(path),
+                                                                                            cfg.protocol))
+    assert list(pc_predict.predict_clouds(None, clouds, cfg=ns, task=task, step=1, env=CPU, predict=None)) == []
+    dataset = build_dataset("s3dis", tmp / "data", task=task, step=1, split="test", num_points=None,
+                            protocol=cfg.protocol, height_feature=height)
+    assert sorted(item.key for item in seen["items"]) == sorted(dataset.ids)
+    draw = np.random.default_rng(0)
+    for item in seen["items"]:
+        ((block, _, _),) = item.blocks
+        i = dataset.ids.index(item.key)
+        # half the points, never the block's lowest: the height must still count from that one
+        lowest = int(np.argmin(block["coord"][:, 2]))
+        points = draw.permutation(np.delete(np.arange(item.size), lowest))[: item.size // 2]
+        got = seen["features"](block, points)
+        expected, _ = dataset.sample(dataset.load(i), points, None)
+        assert got.shape == (9 + height, len(points))
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+        torch.testing.assert_close(got, sample_features(dataset.load(i), points, height_feature=height),
+                                   rtol=0, atol=0)
+
+
 def test_a_whole_scene_merges_border_points(tmp_path):
     store, unique = _shared_store(tmp_path / "test.h5")
     cloud = _store_cloud(store, "r", [0, 1], "reference")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import css.controller
 from css import train
@@ -61,12 +62,12 @@ def test_missing_init_step0_is_named_before_a_run_folder_exists(tmp_path, calls)
     with pytest.raises(CheckpointError, match="is a folder"):
         train.main(["--config", str(cfg), "--init-step0", str(tmp_path)])
     backbone = tmp_path / "end_base_model_checkpoint.tar"
-    backbone.write_bytes(b"")
+    torch.save({"params": {}}, backbone)  # readable: an empty file is refused too (test_failed_start)
     pair = f"{backbone},{tmp_path / 'cls.tar'}"  # the point-cloud 'BACKBONE,CLASSIFIER' form
     with pytest.raises(CheckpointError, match=r"\(.*cls\.tar\): file not found"):
         train.main(["--config", str(cfg), "--init-step0", pair])
     assert not calls and not (tmp_path / "runs").exists()
-    (tmp_path / "cls.tar").write_bytes(b"")
+    torch.save({"params": {}}, tmp_path / "cls.tar")
     assert train.main(["--config", str(cfg), "--init-step0", pair]) == 0
     assert calls[-1][1]["init_step0"] == pair
 

@@ -120,20 +120,30 @@ def _read(path_or_state: str | os.PathLike[str] | Mapping[str, Any], trusted: bo
     try:
         return torch.load(path, map_location="cpu", weights_only=True), path
     except pickle.UnpicklingError as exc:
+        # also what a corrupt file raises ("invalid load key"): only the full load below tells them apart
         if not trusted:
             raise CheckpointError(
                 f"{path} holds Python objects that weights_only loading refuses ({exc}). "
                 "Load it with trusted=True only if you trust where the file comes from."
             ) from exc
-        logger.warning("%s needs full unpickling (weights_only refused it); loading it as trusted", path)
     except Exception as exc:
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}. Is it a complete, uncorrupted torch checkpoint?"
-        ) from exc
+        raise CheckpointError(_unreadable(path, exc)) from exc
     try:
-        return torch.load(path, map_location="cpu", weights_only=False), path
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        raise CheckpointError(_unreadable(path, exc)) from exc
+    logger.warning("%s needs full unpickling (weights_only refused it); loaded it as trusted", path)
+    return checkpoint, path
+
+
+def _unreadable(path: str, exc: Exception) -> str:
+    """The message of a file torch cannot load: which file, what it should be, and the fix."""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return (f"cannot read checkpoint {path} ({reason}): it is truncated or corrupt, or not a PyTorch file. "
+            "Expected a css step checkpoint (RUN/stepT/model.pt), an LGKD/PLOP/MiB checkpoint or the InPlaceABN "
+            "ImageNet backbone (docs/protocol-2d.md#weights). Fix: download the file again (an interrupted "
+            "download or copy leaves it truncated), or point the option that names it (--init-step0, "
+            "model.pretrained) at the right file")
 
 
 def _extract_state(checkpoint: Any, name: str) -> tuple[dict[str, Tensor], str, str]:

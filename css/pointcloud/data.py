@@ -223,6 +223,19 @@ def select_blocks(store: BlockStore, task: Task, step: int, split: str, *, proto
 
 # --- the dataset ----------------------------------------------------------------------------
 
+def sample_features(block: dict[str, np.ndarray], points: np.ndarray, *, height_feature: bool,
+                    augment: bool = False, rng: Any = np.random) -> torch.Tensor:
+    """The model input (C, len(points)) float32 of the points ``points`` of a block (coord in scene
+    coordinates, color uint8): the feature step of ``BlockDataset.sample``.
+
+    A function of its own so that css.pointcloud.predict, whose scan tiles are no dataset, feeds the
+    model exactly what training and the test metric feed it (one place for the height rule too)."""
+    # the height channel counts from the whole block's lowest point, not the sample's
+    base = float(block["coord"][:, 2].min()) if height_feature else None
+    return torch.from_numpy(block_features(block["coord"][points], block["color"][points], augment=augment,
+                                           rng=rng, height_base=base))
+
+
 class BlockDataset(Dataset):
     """The blocks of one task step and split: ``dataset[i] -> (features (C, N) float32, labels (N,) int64)``,
     C = 9, or 10 with ``height_feature`` (docs/pointcloud-datasets.md#height-feature).
@@ -260,11 +273,8 @@ class BlockDataset(Dataset):
     def sample(self, block: dict[str, np.ndarray], points: np.ndarray, rng: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Features and labels of the points ``points`` of a loaded block (the one code path of every
         access, so a full-coverage evaluation can pass its own index sets)."""
-        # the height channel counts from the whole block's lowest point, not the sample's
-        base = float(block["coord"][:, 2].min()) if self.height_feature else None
-        features = block_features(block["coord"][points], block["color"][points], augment=self.augment, rng=rng,
-                                  height_base=base)
-        return torch.from_numpy(features), torch.from_numpy(np.ascontiguousarray(block["label"][points]))
+        features = sample_features(block, points, height_feature=self.height_feature, augment=self.augment, rng=rng)
+        return features, torch.from_numpy(np.ascontiguousarray(block["label"][points]))
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = self.rng(i)

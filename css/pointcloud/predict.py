@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
@@ -33,9 +34,9 @@ import torch
 from css.errors import CSSError, DataError
 from css.pointcloud import render
 from css.pointcloud.coverage import FULL_SEED_SALT, Item, predict_items
+from css.pointcloud.data import sample_features
 from css.pointcloud.prepare.las import SUFFIXES as LAS_SUFFIXES
 from css.pointcloud.store import IGNORE_LABEL
-from css.pointcloud.transforms import block_features
 
 SCAN_SUFFIXES = (".npz", ".ply") + LAS_SUFFIXES
 PREPARED_SUFFIX = ".h5"
@@ -207,12 +208,8 @@ def predict_clouds(model: torch.nn.Module, clouds: Iterator[Cloud], *, cfg, task
     """(cloud, predicted channel per point) for every cloud, with full coverage."""
     from css.config import step_value
 
-    height = bool(cfg.data.height_feature)
-
-    def features(block, points):
-        base = float(block["coord"][:, 2].min()) if height else None  # as BlockDataset.sample
-        return torch.from_numpy(block_features(block["coord"][points], block["color"][points], height_base=base))
-
+    # the dataset's own feature step (no augmentation, as at test), for prepared blocks and scan tiles
+    features = partial(sample_features, height_feature=bool(cfg.data.height_feature))
     kept: dict[str, Cloud] = {}
 
     def items():
