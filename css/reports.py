@@ -247,11 +247,13 @@ def build_results(
     ``final.oa`` is the last step's overall accuracy."""
     if not steps_entries:
         raise ValueError("build_results needs at least one step entry")
+    # A nan mean IoU or OA is written as null and read back as None: it stays nan in the final, so a
+    # results.json rebuilt from disk has the same final as the one first written.
     final = _final(
         [e["iou"] for e in steps_entries],
-        [e["mean_iou"] for e in steps_entries],
+        [_nan_if_none(e["mean_iou"]) for e in steps_entries],
         num_base=int(steps_entries[0]["num_classes"]),
-        oa=steps_entries[-1].get("summary", {}).get("oa", math.nan),
+        oa=_nan_if_none(steps_entries[-1].get("summary", {}).get("oa")),
         background=background,
     )
     results = {

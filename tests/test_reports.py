@@ -272,3 +272,20 @@ def test_the_log_line_names_each_metric():
     sampled, full = format_summary(1, 9, dict(s, full=dict(s, all=0.45))).splitlines()
     assert sampled.startswith("step 1 test, metric sampled (9 samples): bg")
     assert full.startswith("step 1 test, metric full (every point): bg") and "all 45.00" in full
+
+
+def test_a_nan_step_stays_nan_in_the_final_after_a_round_trip(tmp_path):
+    # A step without any present class has a nan mean IoU, written as null; read back, it must not
+    # drop out of avg (which would turn nan into the other steps' mean).
+    entries = [_entry(0, [None, 0.5, 0.7]), _entry(1, [None, 0.4, 0.6, 0.2])]
+    entries[0]["mean_iou"] = math.nan
+    entries[1]["summary"]["oa"] = math.nan
+    first = build_results(entries, ["bg", "a", "b", "c"], {}, background=False)
+    assert math.isnan(first["final"]["avg"]) and math.isnan(first["final"]["oa"])
+    path = tmp_path / "results.json"
+    atomic_write_text(path, dumps_json(first))
+    back = read_results_json(path)
+    assert back["steps"][0]["mean_iou"] is None  # what a rebuild from disk starts from
+    rebuilt = build_results(back["steps"], ["bg", "a", "b", "c"], {}, background=False)
+    assert math.isnan(rebuilt["final"]["avg"]) and math.isnan(rebuilt["final"]["oa"])
+    assert math.isclose(rebuilt["final"]["all"], first["final"]["all"])
