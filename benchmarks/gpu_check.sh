@@ -9,6 +9,8 @@
 #      training step with InPlaceABN, and a short demo run with model.norm=iabn;
 #   2c. point clouds: one DGCNN training step at B=32, N=2048 in fp32/fp16/bf16, and the
 #      point-cloud demo on CUDA with fp16;
+#   2d. point clouds: the full-coverage evaluation's cost per million points, FPS / kNN /
+#      pseudo-labelling times, and a 3DPC-CISS demo under protocol reference (pooled kNN on CUDA);
 #   4. the whole test suite, if time is left.
 # Results land in $OUT (default benchmarks/results/gpu): gpu_check.log and results.tar.gz.
 set -u
@@ -58,6 +60,16 @@ cp benchmarks/results/dgcnn_step_cuda.* $RES/ 2>/dev/null
 timeout $(cap 120) $PY -m css.train --modality pointcloud --config configs/demo/pointcloud.yaml name=demo_pc_gpu_fp16 \
   device=cuda train.precision=fp16 data.root=$RES/synthetic_pc output_dir=$RES/runs
 echo "pc demo rc=$?"
+
+say "2d. point clouds: full-coverage evaluation cost, FPS / kNN / pseudo-labels, a 3DPC-CISS demo (pooled kNN on CUDA)"
+timeout $(cap 120) $PY benchmarks/bench_coverage.py --device cuda --quick; echo "rc=$?"
+cp benchmarks/results/coverage.json $RES/coverage_cuda.json 2>/dev/null
+cp benchmarks/results/coverage.md $RES/coverage_cuda.md 2>/dev/null
+timeout $(cap 90) $PY benchmarks/bench_fps.py --device cuda --all --quick; echo "rc=$?"
+cp benchmarks/results/fps_cuda.* $RES/ 2>/dev/null
+timeout $(cap 120) $PY -m css.train --modality pointcloud --config configs/demo/pointcloud.yaml name=demo_pc_ciss_gpu \
+  method.name=3dpc-ciss protocol=reference device=cuda data.root=$RES/synthetic_pc output_dir=$RES/runs
+echo "pc 3dpc-ciss demo rc=$?"
 
 if [ -n "$BUILD" ]; then
   say "3. waiting for the inplace-abn build"
