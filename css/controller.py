@@ -1,6 +1,6 @@
 """The step controller: runs steps 0..T of a task for either modality.
 
-For each step t (docs/protocol-2d.md#step-hand-over, docs/controller.md#hand-over): build model(t)
+For each step t (docs/protocol-2d-model.md#step-hand-over, docs/controller.md#hand-over): build model(t)
 with one classifier head per step, load model(t-1) into it (non-strictly: the new head is missing)
 and into a frozen old model (strictly, eval mode, no gradients), initialise the new head from the
 background row when the method asks, train, evaluate on the step's test set and write the reports.

@@ -76,7 +76,7 @@ class ControllerStart:
 
     def check_init_step0(self) -> None:
         """Before a run folder is made: a method with a parameter regulariser (EWC, RW, PI) needs the
-        importance that step 0 estimates while it trains (docs/protocol-2d.md#regularisers). An imported
+        importance that step 0 estimates while it trains (docs/protocol-2d-losses.md#regularisers). An imported
         step-0 model carries it only when it is a css checkpoint trained with the same regulariser;
         then that state is kept, else the import is refused (docs/faults.md#run-folder-and-command-line)."""
         m = self.cfg.method

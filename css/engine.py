@@ -74,7 +74,7 @@ class Trainer(TrainerResume):
             return self.old_model(x)
 
     def prepare_thresholds(self) -> None:
-        """One pass over the augmented training data with the old model (docs/protocol-2d.md#thresholds)."""
+        """One pass over the augmented training data with the old model (docs/protocol-2d-losses.md#thresholds)."""
         if not self.objective.needs_thresholds:
             return
         env, s = self.env, self.settings

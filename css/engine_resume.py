@@ -23,7 +23,7 @@ class TrainerResume:
     def _rank_state(self) -> dict[str, Any]:
         """What differs between the processes of a DDP run and must be restored per process: the RNG
         state, and the pseudo-label thresholds, which under protocol reference each process computes
-        from its own shard (docs/protocol-2d.md#thresholds). Model, optimiser, scheduler, scaler and
+        from its own shard (docs/protocol-2d-losses.md#thresholds). Model, optimiser, scheduler, scaler and
         regulariser are the same on every process (averaged gradients)."""
         th = self.objective.thresholds
         return {"rng": rng_state(), "thresholds": th.detach().cpu() if torch.is_tensor(th) else th}

@@ -1,6 +1,6 @@
-"""DeepLabV3 + ResNet (docs/protocol-2d.md#model): shapes, the ResNet-101 layout, the head, the
+"""DeepLabV3 + ResNet (docs/protocol-2d-model.md#model): shapes, the ResNet-101 layout, the head, the
 pre-activation attentions and classifier init (docs/methods.md#balanced-init). Weight import
-(docs/protocol-2d.md#weights) is in test_image_model_weights.py."""
+(docs/protocol-2d-model.md#weights) is in test_image_model_weights.py."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_output_shapes(output_stride):
     assert out.logits.shape == (2, 5, 64, 64)
     assert out.logits_small.shape == (2, 5, s, s)
     att = out.features["attentions"]
-    # mod2..mod5 pre-activation sums, then pre_logits (docs/protocol-2d.md#classifier).
+    # mod2..mod5 pre-activation sums, then pre_logits (docs/protocol-2d-model.md#classifier).
     # Basic blocks: widths 8, 16, 32, 64.
     mod4 = 4 if output_stride == 16 else 8
     shapes = [(2, 8, 16, 16), (2, 16, 8, 8), (2, 32, mod4, mod4), (2, 64, s, s), (2, 16, s, s)]
@@ -82,12 +82,12 @@ def test_resnet101_layout_and_parameter_count():
     body = sum(p.numel() for p in model.body.parameters())
     assert body == _bottleneck_body_params([3, 4, 23, 3]) == 42_500_160  # = torchvision ResNet-101 minus fc
     # 1x1 + three dilated 3x3 convs 2048->256, map_bn(1024), red_conv, pooling branch, red_bn
-    # (docs/protocol-2d.md#head).
+    # (docs/protocol-2d-model.md#head).
     aspp = 2048 * 256 + 3 * 2048 * 256 * 9 + 2 * 1024 + 1024 * 256
     head = aspp + 2048 * 256 + 2 * 256 + 256 * 256 + 2 * 256
     assert sum(p.numel() for p in model.head.parameters()) == head
     keys = set(model.state_dict())
-    for key in [  # reference key names (docs/protocol-2d.md#model)
+    for key in [  # reference key names (docs/protocol-2d-model.md#model)
         "body.mod1.conv1.weight", "body.mod1.bn1.running_var", "body.mod2.block1.proj_conv.weight",
         "body.mod2.block1.proj_bn.bias", "body.mod4.block23.convs.conv3.weight",
         "body.mod5.block3.convs.bn3.running_var", "head.map_convs.3.weight", "head.map_bn.weight",
@@ -106,13 +106,13 @@ def test_resnet101_layout_and_parameter_count():
     assert not any(k.startswith("body.mod2.block2.proj") for k in keys)  # identity shortcut
     assert model.cls[0].weight.shape == (16, 256, 1, 1)
     # OS16: stride on the 3x3 of mod3/mod4's first block; mod5 dilated by 2, stride 1
-    # (docs/protocol-2d.md#backbone).
+    # (docs/protocol-2d-model.md#backbone).
     assert model.body.mod3.block1.convs.conv2.stride == (2, 2)
     assert model.body.mod3.block1.convs.conv1.stride == (1, 1)
     assert model.body.mod5.block1.convs.conv2.stride == (1, 1)
     assert {b.convs.conv2.dilation for b in model.body.mod5} == {(2, 2)}
     assert [c.dilation for c in model.head.map_convs] == [(1, 1), (6, 6), (12, 12), (18, 18)]
-    # xavier_normal_ with the leaky-ReLU gain (docs/protocol-2d.md#head):
+    # xavier_normal_ with the leaky-ReLU gain (docs/protocol-2d-model.md#head):
     # std = gain * sqrt(2 / (fan_in + fan_out)).
     gain = math.sqrt(2 / (1 + 0.01**2))
     expected_std = gain * math.sqrt(2 / (2048 * 9 + 256 * 9))

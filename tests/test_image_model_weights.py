@@ -1,6 +1,6 @@
-"""Weight import into DeepLabV3 (docs/protocol-2d.md#weights): reference and css checkpoints, the
+"""Weight import into DeepLabV3 (docs/protocol-2d-model.md#weights): reference and css checkpoints, the
 ImageNet file, and the InPlaceABN / BatchNormAct conversion of the norm scale
-(docs/protocol-2d.md#normalisation)."""
+(docs/protocol-2d-model.md#normalisation)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from _image_model import randomise_norms, small
 
 
 def reference_file(model: torch.nn.Module, path, extra=None):
-    """A checkpoint in the reference layout (docs/protocol-2d.md#weights): DDP 'module.' keys, no
+    """A checkpoint in the reference layout (docs/protocol-2d-model.md#weights): DDP 'module.' keys, no
     num_batches_tracked."""
     state = {f"module.{k}": v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     torch.save({"epoch": 30, "model_state": state, "best_score": 0.5, **(extra or {})}, path)
@@ -99,7 +99,7 @@ def test_imagenet_file_loads_into_body_only_with_abn_conversion(tmp_path):
     for key, value in donor.body.state_dict().items():
         if key.endswith("num_batches_tracked"):
             continue
-        # InPlaceABN scales by |gamma| + eps (docs/protocol-2d.md#normalisation), gammas here include
+        # InPlaceABN scales by |gamma| + eps (docs/protocol-2d-model.md#normalisation), gammas here include
         # negative ones.
         expected = value.abs() + 1e-5 if f"body.{key}" in norm_weights else value
         torch.testing.assert_close(state[f"body.{key}"], expected, rtol=0, atol=0)

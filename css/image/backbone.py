@@ -1,4 +1,4 @@
-"""The ResNet body of DeepLabV3, stages mod1..mod5 (docs/protocol-2d.md#backbone): residual blocks
+"""The ResNet body of DeepLabV3, stages mod1..mod5 (docs/protocol-2d-model.md#backbone): residual blocks
 whose last block per stage also returns its pre-activation sum (for Local POD), dilated per
 output stride. Its names stay importable from css.image.models.
 """
@@ -19,9 +19,9 @@ BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
     "resnet50": ("bottleneck", (3, 4, 6, 3)),
-    "resnet101": ("bottleneck", (3, 4, 23, 3)),  # docs/protocol-2d.md#backbone
+    "resnet101": ("bottleneck", (3, 4, 23, 3)),  # docs/protocol-2d-model.md#backbone
 }
-# Dilation of mod2..mod5 per output stride (docs/protocol-2d.md#backbone); a stage with dilation 1 (other than
+# Dilation of mod2..mod5 per output stride (docs/protocol-2d-model.md#backbone); a stage with dilation 1 (other than
 # mod2) has stride 2, a dilated stage stride 1.
 DILATIONS = {16: (1, 1, 1, 2), 8: (1, 1, 2, 4)}
 
@@ -36,7 +36,7 @@ def _check_choices(backbone: str, output_stride: int) -> None:
 
 
 class ResidualBlock(nn.Module):
-    """Pre-sum residual block: out = leaky_relu(convs(x) + shortcut(x)) (docs/protocol-2d.md#backbone).
+    """Pre-sum residual block: out = leaky_relu(convs(x) + shortcut(x)) (docs/protocol-2d-model.md#backbone).
 
     ``channels`` is (c1, c2) for a basic block (3x3, 3x3) or (c1, c2, c3) for a bottleneck
     (1x1, 3x3 with the stride, 1x1). The last norm of ``convs`` and ``proj_bn`` have the identity
@@ -102,7 +102,7 @@ class ResNetStage(nn.Sequential):
 
 
 class ResNet(nn.Module):
-    """ResNet body with stages mod1..mod5 (docs/protocol-2d.md#backbone).
+    """ResNet body with stages mod1..mod5 (docs/protocol-2d-model.md#backbone).
 
     forward(x) returns (mod5 output, [pre-activation sums of mod2..mod5]). mod1 = conv1 7x7/2 ->
     bn1 -> pool1 max 3/2. Stage widths: basic (b, b) and bottleneck (b, b, 4b) in mod2, doubled in

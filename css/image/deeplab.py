@@ -1,5 +1,5 @@
-"""The DeepLabV3 ASPP head (docs/protocol-2d.md#head) and the incremental model: body, head and one
-classifier conv per step (docs/protocol-2d.md#classifier). Their names stay importable from
+"""The DeepLabV3 ASPP head (docs/protocol-2d-model.md#head) and the incremental model: body, head and one
+classifier conv per step (docs/protocol-2d-model.md#classifier). Their names stay importable from
 css.image.models.
 """
 
@@ -18,12 +18,12 @@ from css.image.backbone import ResNet
 from css.image.layers import LEAKY_SLOPE, NormFactory, _conv
 from css.nn import SegOutput
 
-# ASPP rates per output stride (docs/protocol-2d.md#head: 32, not 36, at OS8).
+# ASPP rates per output stride (docs/protocol-2d-model.md#head: 32, not 36, at OS8).
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 32)}
 
 
 class DeepLabHead(nn.Module):
-    """DeepLabV3 ASPP head without dropout or low-level skip (docs/protocol-2d.md#head).
+    """DeepLabV3 ASPP head without dropout or low-level skip (docs/protocol-2d-model.md#head).
 
     out = red_bn(red_conv(map_bn(cat(map_convs(x)))) + pool(x)), where pool = pool_red_conv(
     global_pooling_bn(global_pooling_conv(avg(x)))) broadcast to H x W. avg is the global spatial
@@ -95,12 +95,12 @@ class DeepLabHead(nn.Module):
 
 class DeepLabV3(IncrementalModel):
     """Incremental segmentation model: body, head and one 1x1 classifier conv per step
-    (docs/protocol-2d.md#classifier).
+    (docs/protocol-2d-model.md#classifier).
 
     forward(x) returns SegOutput(logits, logits_small, features) with logits_small the
     concatenated head outputs at stride 16 (or 8), logits their bilinear upsampling
     (align_corners=False) to the input size, and features = {"body": mod5 output, "pre_logits":
-    head output, "attentions": [mod2..mod5 pre-activation sums, pre_logits]} (docs/protocol-2d.md#classifier).
+    head output, "attentions": [mod2..mod5 pre-activation sums, pre_logits]} (docs/protocol-2d-model.md#classifier).
     """
 
     def __init__(

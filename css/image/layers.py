@@ -1,8 +1,8 @@
 """The layers the ResNet body and the DeepLabV3 head are built of: normalisation + activation
-(``model.norm``, docs/protocol-2d.md#normalisation) and the bias-free convolution.
+(``model.norm``, docs/protocol-2d-model.md#normalisation) and the bias-free convolution.
 
 Normalisation (``norm``):
-- "iabn_sync": InPlaceABNSync, the reference (docs/protocol-2d.md#normalisation); CUDA tensors and nccl only.
+- "iabn_sync": InPlaceABNSync, the reference (docs/protocol-2d-model.md#normalisation); CUDA tensors and nccl only.
 - "iabn": InPlaceABN, the same maths without synchronisation.
 - "bn": css.nn.BatchNormAct, pure torch, synchronised across processes (CPU, gloo or nccl).
 All use leaky-ReLU 0.01, eps 1e-5, momentum 0.1; bn3/proj_bn (and bn2 of basic blocks) use the
@@ -21,7 +21,7 @@ from torch import nn
 from css.errors import ConfigError, require
 from css.nn import BatchNormAct
 
-LEAKY_SLOPE = 0.01  # docs/protocol-2d.md#normalisation
+LEAKY_SLOPE = 0.01  # docs/protocol-2d-model.md#normalisation
 
 NORMS = ("iabn_sync", "iabn", "bn")
 

@@ -1,6 +1,6 @@
-"""DeepLabV3 on a ResNet, with one classifier head per step (docs/protocol-2d.md#model).
+"""DeepLabV3 on a ResNet, with one classifier head per step (docs/protocol-2d-model.md#model).
 
-Module names follow the reference exactly (docs/protocol-2d.md#model, #weights) so that reference
+Module names follow the reference exactly (docs/protocol-2d-model.md#model, #weights) so that reference
 checkpoints and the InPlaceABN ImageNet weights load by name (css.image.weights):
 
     body.mod1.{conv1, bn1, pool1}
@@ -53,7 +53,7 @@ def build_model(
 ) -> DeepLabV3:
     """Build DeepLabV3 on ``backbone`` with one classifier head per entry of ``classes_per_step``.
 
-    Defaults are the reference model (docs/protocol-2d.md#model): ResNet-101, InPlaceABNSync, OS16,
+    Defaults are the reference model (docs/protocol-2d-model.md#model): ResNet-101, InPlaceABNSync, OS16,
     eval pooling window 32, 256-channel head. ``base_channels`` and ``head_channels`` shrink the
     network for CPU demos and tests. Weights are random (PyTorch defaults; xavier for the head);
     load pretrained ones with css.image.weights.load_reference_weights.
