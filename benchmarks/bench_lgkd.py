@@ -1,4 +1,4 @@
-"""Time css.losses.lgkd (forward + backward) against a boolean-mask formulation of docs/protocol-2d.md#lgkd.
+"""Time css.losses.lgkd (forward + backward) against a boolean-mask formulation of docs/protocol-2d-losses.md#lgkd.
 
 The boolean-mask version follows the reference algorithm step by step: flatten to (N, C), drop
 ignored elements, split prev and novel elements with masks, build the zero-padded target for the
@@ -36,7 +36,7 @@ PREV_WEIGHT, NOVEL_WEIGHT, ALPHA = 5.0, 1.0, 1.0
 
 
 def mask_lgkd(new_logits, old_logits, labels, *, prev_weight, novel_weight, alpha=1.0, ignore_index=255):
-    """Straightforward boolean-mask LGKD, docs/protocol-2d.md#lgkd steps 1-5."""
+    """Straightforward boolean-mask LGKD, docs/protocol-2d-losses.md#lgkd steps 1-5."""
     num_old, num_cur = old_logits.shape[1], new_logits.shape[1]
     targets = labels.clone()
     targets[targets < num_old] = 0  # step 1

@@ -77,7 +77,7 @@ if [ -n "$BUILD" ]; then
   if PYTHONPATH=$PYTHONPATH:/tmp/iabn $PY -c "import inplace_abn"; then
     export PYTHONPATH=$PYTHONPATH:/tmp/iabn
     say "3a. bn vs iabn (CUDA) and precision tests"
-    timeout $(cap 120) $PY -m pytest -q -p no:cacheprovider tests/test_image_model.py tests/test_precision.py -k "iabn or precision" -rs
+    timeout $(cap 120) $PY -m pytest -q -p no:cacheprovider tests/test_image_model.py tests/test_image_model_weights.py tests/test_precision.py -k "iabn or precision" -rs
     say "3b. training step, iabn"
     timeout $(cap 150) $PY benchmarks/bench_train_step.py --device cuda --norms iabn --quick; echo "rc=$?"
     cp benchmarks/results/train_step_cuda.* $RES/ 2>/dev/null

@@ -1,6 +1,6 @@
 """The step controller: runs steps 0..T of a task for either modality.
 
-For each step t (docs/protocol-2d.md#step-hand-over, docs/controller.md#hand-over): build model(t)
+For each step t (docs/protocol-2d-model.md#step-hand-over, docs/controller.md#hand-over): build model(t)
 with one classifier head per step, load model(t-1) into it (non-strictly: the new head is missing)
 and into a frozen old model (strictly, eval mode, no gradients), initialise the new head from the
 background row when the method asks, train, evaluate on the step's test set and write the reports.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,13 @@ from css.best_epoch import BestOnTest, best_path, selects_best_on_test
 from css.distributed import (DistEnv, barrier, collective_timeout_error, cpu_has_bf16, init_distributed, is_timeout,
                              run_on_main, seed_everything)
 from css.engine import Trainer, TrainSettings
+# The --steps selection, logging and the start checks live in css.controller_start; their names
+# stay importable from here.
+from css.controller_start import ControllerStart, parse_steps, select_steps, setup_logging  # noqa: F401
 from css.handover import hand_over, load_step
-from css.errors import CheckpointError, ConfigError
 from css.methods import PRESETS, Objective, resolve_method
 from css.modality import Modality, get_modality
-from css.runfolder import first_missing, prepare_run_folder, remove_failed_start, trained_anything
+from css.runfolder import first_missing, prepare_run_folder
 from css.tasks import Task
 
 
@@ -45,61 +46,8 @@ def step_summary(cm, task: Task, num_base: int) -> dict[str, Any]:
 log = logging.getLogger("css")
 
 
-def select_steps(text: str | None) -> set[int] | None:
-    """The steps '2-5', '3' or '0,2' name (None: all), syntax checked; a range must not run
-    backwards ('2-0' selects nothing). The CLI calls it before anything is built."""
-    if text is None or text == "":
-        return None
-    out: set[int] = set()
-    try:
-        for part in str(text).split(","):
-            if "-" in part:
-                a, b = (int(v) for v in part.split("-", 1))
-                if a > b:
-                    raise ConfigError(f"--steps {text!r}: the range {part.strip()} runs backwards and selects no "
-                                      f"step; write the lower step first, e.g. --steps {b}-{a}")
-                out.update(range(a, b + 1))
-            else:
-                out.add(int(part))
-    except ValueError:
-        raise ConfigError(f"--steps {text!r}: write a step, a range or a list, e.g. 2-5, 3 or 0,2") from None
-    return out
-
-
-def parse_steps(text: str | None, num_steps: int) -> list[int]:
-    """'2-5', '3', '0,2' or None (all) -> sorted list of steps, checked against the task."""
-    out = select_steps(text)
-    if out is None:
-        return list(range(num_steps))
-    bad = [s for s in sorted(out) if s < 0 or s >= num_steps]
-    if bad:
-        raise ConfigError(f"--steps {text!r}: step(s) {bad} outside this task's steps 0..{num_steps - 1}")
-    return sorted(out)
-
-
-def setup_logging(run_dir: Path | None, env: DistEnv, verbose: bool = False) -> None:
-    logger = logging.getLogger("css")
-    logger.handlers.clear()
-    logger.propagate = False
-    if not env.is_main:
-        logger.setLevel(logging.WARNING)
-        logger.addHandler(logging.StreamHandler(sys.stderr))
-        return
-    logger.setLevel(logging.DEBUG)
-    console = logging.StreamHandler(sys.stdout)
-    console.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(console)
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(run_dir / "log.txt")
-        fh.setLevel(logging.DEBUG)
-        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logger.addHandler(fh)
-
-
 @dataclass
-class Controller:
+class Controller(ControllerStart):
     cfg: Config
     env: DistEnv
     modality: Modality
@@ -124,36 +72,6 @@ class Controller:
         self.step_configs: dict[int, dict[str, Any]] = {}  # the config each finished step was trained with
         self.imported_regularizer: dict[str, Any] | None = None  # the --init-step0 file's, see check_init_step0
 
-    def check_init_step0(self) -> None:
-        """Before a run folder is made: a method with a parameter regulariser (EWC, RW, PI) needs the
-        importance that step 0 estimates while it trains (docs/protocol-2d.md#regularisers). An imported
-        step-0 model carries it only when it is a css checkpoint trained with the same regulariser;
-        then that state is kept, else the import is refused (docs/faults.md#run-folder-and-command-line)."""
-        m = self.cfg.method
-        if not self.init_step0 or m.regularizer in (None, "none") or (m.reg_importance or 0) <= 0:
-            return
-        kind = str(m.regularizer).lower()
-        found = "a file that is not a css step checkpoint"
-        path = self.init_step0
-        if "," not in path:
-            try:
-                obj = ck.peek(path)
-            except CheckpointError:
-                obj = {}
-            if obj.get("format") == ck.FORMAT:
-                state = obj.get("regularizer")
-                if isinstance(state, dict) and state.get("kind") == kind:
-                    self.imported_regularizer = {k: v for k, v in state.items()}
-                    return
-                found = (f"a css checkpoint trained with regulariser {state.get('kind')!r}" if isinstance(state, dict)
-                         else "a css checkpoint trained without a regulariser")
-        raise ConfigError(
-            f"--init-step0 {path}: method {m.name!r} trains step 1 and later with {m.reg_importance:g} x "
-            f"{kind.upper()}, whose parameter importance is estimated while step 0 trains, and the imported file "
-            f"is {found}, so step 1 would train without the penalty. Fix: train step 0 here (leave out "
-            f"--init-step0), import the step0/model.pt of a css run of a method with regulariser {kind}, or pick a "
-            f"method without a parameter regulariser")
-
     def identity_state(self, parent_hash: str | None) -> dict[str, Any]:
         """What every checkpoint records of its config (docs/controller.md#config-identity)."""
         config = self.cfg.to_dict()
@@ -177,11 +95,6 @@ class Controller:
             eval_mode_from_epoch=self.modality.eval_mode_from_epoch(self.cfg)
             if hasattr(self.modality, "eval_mode_from_epoch") else None)
 
-    def step_done(self, step: int) -> bool:
-        """A step is finished when its checkpoint exists (docs/controller.md#recovery), whether or not
-        results.json still records it."""
-        return ck.model_path(self.run_dir, step).is_file()
-
     # --------------------------------------------------------------------------------------------
     def run(self, steps: list[int]) -> dict[str, Any] | None:
         plan = run_on_main(self.env, lambda: prepare_run_folder(self, steps, self.redo_from))
@@ -197,17 +110,6 @@ class Controller:
             if self.lock is not None:
                 self.lock.release()
 
-    def remove_failed_start(self) -> None:
-        """Remove the run folder this command made when the run failed before training began. Once
-        training began the folder stays, log.txt with the error included, even when no epoch finished
-        (a non-finite loss, an out-of-memory error, a DDP timeout in the first epoch)."""
-        created, self.created = self.created, None
-        if created is None or self.training_started or trained_anything(self.run_dir):
-            return
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-        remove_failed_start(self.run_dir, created)
 
     def _run(self, steps: list[int], plan: dict[str, Any]) -> dict[str, Any] | None:
         if self.env.is_main:

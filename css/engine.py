@@ -10,9 +10,7 @@ The engine knows nothing about steps beyond the objective it is given (docs/arch
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,74 +19,26 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from css.checkpoint import rng_state, set_rng_state, unwrap
+from css.checkpoint import unwrap
 from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, gather_object, seed_everything
-from css.errors import CheckpointError, TrainingError
+from css.errors import TrainingError
 from css.metrics import ConfusionMatrix
 from css.utils import atomic_torch_save
 # Loaders and schedules live in their own modules; their names stay importable from here.
 from css.loaders import (SeededDataset, _clean_worker_errors, _progress, _seed_worker, _to,  # noqa: F401
                          eval_loader, local_batch, train_loader)
 from css.schedules import build_optimizer, build_schedule, poly_lambda, step_lambda  # noqa: F401
+# The settings, the epoch log, autocast and the non-finite checks live in css.engine_helpers, the
+# resume state in css.engine_resume; their names stay importable from here.
+from css.engine_helpers import (EpochLog, TrainSettings, _gradients_finite, _nonfinite_terms, autocast,  # noqa: F401
+                                finite_or_none)
+from css.engine_resume import TrainerResume
 
 log = logging.getLogger("css")
 
 
 @dataclass
-class TrainSettings:
-    epochs: int
-    lr: float
-    batch_size: int  # global
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 1e-4
-    lr_power: float = 0.9
-    precision: str = "fp32"
-    num_workers: int = 0
-    seed: int = 42
-    step: int = 0
-    max_iters_per_epoch: int | None = None
-    log_interval: int = 10
-    optimizer: str = "sgd"
-    schedule: str = "poly"
-    lr_step: int = 50
-    lr_gamma: float = 0.5
-    eval_mode_from_epoch: int | None = None
-    """Train with norm layers and dropout in eval mode from this (0-based) epoch on; None: never."""
-    skip_nonfinite: int = 0
-    """Batches with an inf/NaN loss skipped per step before a TrainingError (docs/controller.md#non-finite-losses)."""
-    protocol: str = "reference"
-    """Under "fixed" the training sampler does not pad (docs/process-count.md#what-is-guaranteed)."""
-
-
-def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every gradient the optimizer would apply is finite (one device sync)."""
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return not grads or bool(torch.stack([torch.isfinite(g).all() for g in grads]).all())
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@dataclass
-class EpochLog:
-    epoch: int
-    terms: dict[str, float]
-    lr: float
-    seconds: float
-    iterations: int
-    skipped: int = 0
-    """Updates skipped: fp16 overflows (GradScaler) and non-finite batches (``nonfinite``)."""
-    nonfinite: int = 0
-    """Batches skipped for an inf/NaN loss under train.skip_nonfinite (docs/controller.md#non-finite-losses)."""
-
-
-@dataclass
-class Trainer:
+class Trainer(TrainerResume):
     """Trains ``model`` for one step. ``old_model`` (frozen, eval mode) is None at step 0."""
 
     model: torch.nn.Module
@@ -117,80 +67,6 @@ class Trainer:
         self.start_epoch = 0
 
     # --------------------------------------------------------------------------------------------
-    def _rank_state(self) -> dict[str, Any]:
-        """What differs between the processes of a DDP run and must be restored per process: the RNG
-        state, and the pseudo-label thresholds, which under protocol reference each process computes
-        from its own shard (docs/protocol-2d.md#thresholds). Model, optimiser, scheduler, scaler and
-        regulariser are the same on every process (averaged gradients)."""
-        th = self.objective.thresholds
-        return {"rng": rng_state(), "thresholds": th.detach().cpu() if torch.is_tensor(th) else th}
-
-    def _state(self, epoch: int, ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        """The resume state after ``epoch`` epochs. ``ranks``: every process's ``_rank_state()``, by
-        rank (docs/controller.md#recovery); the top-level ``rng`` and ``thresholds`` are rank 0's."""
-        obj = self.objective
-        ranks = ranks or [self._rank_state()]
-        return {
-            "epoch": epoch, "model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": ranks[0]["rng"],
-            "thresholds": ranks[0]["thresholds"], "ranks": ranks,
-            "regularizer_progress": obj.regularizer.progress_state() if obj.regularizer else None,
-            "history": [vars(h) for h in self.history],
-            # The config the step trains with (docs/controller.md#config-identity), given to fit().
-            **(getattr(self, "extra_state", None) or {}),
-        }
-
-    def _restore_rank_state(self, st: dict[str, Any]) -> None:
-        """This process's RNG state and thresholds from a resume state (see ``_rank_state``)."""
-        env = self.env
-        ranks = st.get("ranks")
-        mine = {"rng": st["rng"], "thresholds": st.get("thresholds")}
-        if ranks and len(ranks) == env.world_size:
-            mine = ranks[env.rank]
-        elif env.world_size > 1 or (ranks and len(ranks) > 1):
-            # Another number of processes shards the data differently: the step cannot continue
-            # exactly as it would have. Every process takes rank 0's state.
-            log.warning("step %d: %s was written by %s process(es), this run has %d; every process continues "
-                        "with rank 0's RNG state and pseudo-label thresholds, so the step will not match an "
-                        "uninterrupted run exactly", self.settings.step, self.resume_file,
-                        len(ranks) if ranks else "an unknown number of", env.world_size)
-        set_rng_state(mine["rng"])
-        th = mine.get("thresholds")
-        if th is not None:
-            self.objective.thresholds = th.to(env.device) if torch.is_tensor(th) else th
-
-    def try_resume(self) -> bool:
-        """Load ``resume_file`` if present; returns True when training continues from it.
-
-        A truncated or corrupt file (a full disk, a copy cut short) is moved aside to
-        ``resume.pt.corrupt`` with a warning, and the step restarts from its beginning
-        (docs/controller.md#recovery); under DDP every process then restarts."""
-        from css.checkpoint import load_resume_state
-
-        st = load_resume_state(self.resume_file, self.env, self.settings.step)
-        if st is None:
-            return False
-        unwrap(self.model).load_state_dict(st["model"])
-        self.optimizer.load_state_dict(st["optimizer"])
-        self.scheduler.load_state_dict(st["scheduler"])
-        self.scaler.load_state_dict(st["scaler"])
-        self._restore_rank_state(st)
-        if "regularizer" in st and "regularizer_progress" not in st:
-            raise CheckpointError(
-                f"{self.resume_file} was written by an earlier css that saved the regulariser's "
-                f"next-step state instead of its progress; it cannot continue this step exactly. "
-                f"Delete {self.resume_file} to restart step {self.settings.step} from its beginning")
-        if st.get("regularizer_progress") is not None and self.objective.regularizer is not None:
-            # The penalty (theta_old, importance) was attached from the previous step's checkpoint;
-            # only this step's accumulators (Fisher, path integrals) continue from the file.
-            self.objective.regularizer.load_progress_state(st["regularizer_progress"])
-        self.history = [EpochLog(**h) for h in st.get("history", [])]
-        self.start_epoch = int(st["epoch"])
-        log.info("step %d: resuming from %s after epoch %d/%d", self.settings.step, self.resume_file,
-                 self.start_epoch, self.settings.epochs)
-        return True
-
-    # --------------------------------------------------------------------------------------------
     def _old_outputs(self, x: torch.Tensor):
         if self.old_model is None or not self.objective.needs_old_model:
             return None
@@ -198,7 +74,7 @@ class Trainer:
             return self.old_model(x)
 
     def prepare_thresholds(self) -> None:
-        """One pass over the augmented training data with the old model (docs/protocol-2d.md#thresholds)."""
+        """One pass over the augmented training data with the old model (docs/protocol-2d-losses.md#thresholds)."""
         if not self.objective.needs_thresholds:
             return
         env, s = self.env, self.settings
@@ -407,14 +283,3 @@ def evaluate(model: torch.nn.Module, dataset: Dataset, *, num_classes: int, env:
     cm.samples = int(all_reduce_sum(seen))
     model.train(was_training)
     return cm
-
-
-def _nonfinite_terms(terms: dict[str, Any], loss: torch.Tensor) -> str:
-    """``ce=nan, kd=inf``: the loss terms that are not finite (the total when no term is)."""
-    vals = {k: float(v) for k, v in terms.items()}
-    bad = {k: v for k, v in vals.items() if not math.isfinite(v)} or {"total": float(loss)}
-    return ", ".join(f"{k}={v}" for k, v in bad.items())
-
-
-def finite_or_none(v: float) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v

@@ -4,7 +4,7 @@
   (docs/contracts.md#models-both-modalities).
 - :class:`BatchNormAct`, batch normalisation followed by an activation, for inputs of any
   dimensionality, optionally synchronised across processes. It is our pure-torch stand-in for
-  InPlaceABNSync (docs/protocol-2d.md#normalisation) where that library cannot run:
+  InPlaceABNSync (docs/protocol-2d-model.md#normalisation) where that library cannot run:
   ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so it cannot be used in gloo (CPU) data-parallel runs.
 """
 
@@ -40,7 +40,7 @@ class BatchNormAct(_BatchNorm):
 
     y = act(weight * (x - mean) / sqrt(var + eps) + bias), with act = leaky_relu(slope
     ``activation_param``) or identity. Unlike InPlaceABN the scale is ``weight`` itself, not
-    |weight| + eps (docs/protocol-2d.md#normalisation); css.image.weights converts imported
+    |weight| + eps (docs/protocol-2d-model.md#normalisation); css.image.weights converts imported
     InPlaceABN weights.
 
     With ``sync=True``, in training mode, when torch.distributed is initialised and the process

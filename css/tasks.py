@@ -12,10 +12,8 @@ background in every step and both modalities (docs/tasks.md#channels).
   LGKD needs a background channel in every step). ScanNet's "unannotated" label 0 is always
   ignored.
 
-Label maps (docs/tasks.md#label-maps): at train time only the current step's classes keep their
-channel and everything else is background; at test time every seen class keeps its channel and
-future classes are background. The channel of a label is its position in the task order, so
-permuted orders (VOC 15-5s_b ... 15-5s_w) remap the original ids.
+The class names and reference tables live in css.task_tables, the label maps and the selection
+rule in css.task_labels (docs/tasks.md#label-maps); their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -25,187 +23,11 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-import numpy as np
-import torch
-
-from css.errors import DataError, TaskError
-
-SPLITS = ("train", "test")
-
-# --- class names (indexed by dataset label) --------------------------------------------------
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
-
-# ADE20k SceneParsing-150 names in label order 1..150; label 0 ("void/other") is trained and
-# evaluated as background (docs/protocol-2d.md#label-maps-and-filters).
-ADE_CLASSES = ("background",) + (
-    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
-    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
-    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
-    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
-    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
-    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
-    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
-    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
-    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
-    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
-    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
-    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
-    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
-    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
-    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
-    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
-    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
-    "clock", "flag",
-)
-
-# 3DPC-CISS class ids (id = line index of s3dis_classnames.txt / scannet_classnames.txt),
-# docs/pointcloud-data.md#s3dis and #scannet
-S3DIS_CLASSES = (
-    "ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
-    "bookcase", "board", "clutter",
-)
-SCANNET_CLASSES = (
-    "unannotated", "wall", "floor", "chair", "table", "desk", "bed", "bookshelf", "sofa", "sink",
-    "bathtub", "toilet", "curtain", "counter", "door", "window", "shower curtain", "refrigerator",
-    "picture", "cabinet", "otherfurniture",
-)
-
-
-@dataclass(frozen=True)
-class _Dataset:
-    """What a dataset's labels mean for tasks (which ids a task may list, background, quirks)."""
-
-    class_names: tuple[str, ...]
-    labels: range  # dataset labels a task may list
-    background: int | None  # dataset label that is channel 0; None: synthetic background channel
-    void_labels: tuple[int, ...] = ()  # always mapped to ignore_index (ScanNet unannotated)
-    # ADE: no ignore label in training (docs/protocol-2d.md#label-maps-and-filters)
-    train_ignore_as_background: bool = False
-
-
-_DATASETS: dict[str, _Dataset] = {
-    "voc": _Dataset(VOC_CLASSES, range(0, 21), background=0),
-    "ade": _Dataset(ADE_CLASSES, range(0, 151), background=0, train_ignore_as_background=True),
-    "s3dis": _Dataset(S3DIS_CLASSES, range(0, 13), background=None),
-    # unannotated points are a void label, ignored rather than background (docs/tasks.md#label-maps;
-    # the reference's handling: docs/pointcloud-datasets.md#unannotated)
-    "scannet": _Dataset(SCANNET_CLASSES, range(1, 21), background=None, void_labels=(0,)),
-}
-
-
-# --- reference task tables --------------------------------------------------------------------
-
-def _one_per_step(base: Sequence[int], novel: Sequence[int]) -> list[list[int]]:
-    """[base, [n_1], [n_2], ...]: the base group followed by one step per novel class."""
-    return [list(base)] + [[label] for label in novel]
-
-
-# Random-order "15-1" variants: (step 0, the classes of steps 1..5, one per step)
-# (docs/protocol-2d.md#task-tables)
-_VOC_RANDOM_ORDERS: dict[str, tuple[list[int], list[int]]] = {
-    "15-5s_b": ([0, 12, 9, 20, 7, 15, 8, 14, 16, 5, 19, 4, 1, 13, 2, 11], [17, 3, 6, 18, 10]),
-    "15-5s_c": ([0, 13, 19, 15, 17, 9, 8, 5, 20, 4, 3, 10, 11, 18, 16, 7], [12, 14, 6, 1, 2]),
-    "15-5s_d": ([0, 15, 3, 2, 12, 14, 18, 20, 16, 11, 1, 19, 8, 10, 7, 17], [6, 5, 13, 9, 4]),
-    "15-5s_e": ([0, 7, 5, 3, 9, 13, 12, 14, 19, 10, 2, 1, 4, 16, 8, 17], [15, 18, 6, 11, 20]),
-    "15-5s_f": ([0, 7, 13, 5, 11, 9, 2, 15, 12, 14, 3, 20, 1, 16, 4, 18], [8, 6, 10, 19, 17]),
-    "15-5s_g": ([0, 7, 5, 9, 1, 15, 18, 14, 3, 20, 10, 4, 19, 11, 17, 16], [12, 8, 6, 2, 13]),
-    "15-5s_h": ([0, 12, 9, 19, 6, 4, 10, 5, 18, 14, 15, 16, 3, 8, 7, 11], [13, 2, 20, 17, 1]),
-    "15-5s_i": ([0, 13, 10, 15, 8, 7, 19, 4, 3, 16, 12, 14, 11, 5, 20, 6], [2, 18, 9, 17, 1]),
-    "15-5s_j": ([0, 1, 14, 9, 5, 2, 15, 8, 20, 6, 16, 18, 7, 11, 10, 19], [3, 4, 17, 12, 13]),
-    "15-5s_k": ([0, 16, 13, 1, 11, 12, 18, 6, 14, 5, 3, 7, 9, 20, 19, 15], [4, 2, 10, 8, 17]),
-    "15-5s_l": ([0, 10, 7, 6, 19, 16, 8, 17, 1, 14, 4, 9, 3, 15, 11, 12], [2, 18, 20, 13, 5]),
-    "15-5s_m": ([0, 18, 4, 14, 17, 12, 10, 7, 3, 9, 1, 8, 15, 6, 13, 2], [5, 11, 20, 16, 19]),
-    "15-5s_n": ([0, 5, 4, 13, 18, 14, 10, 19, 15, 7, 9, 3, 2, 8, 16, 20], [1, 12, 11, 6, 17]),
-    "15-5s_o": ([0, 9, 12, 13, 18, 7, 1, 15, 17, 10, 8, 4, 5, 20, 16, 6], [14, 19, 11, 2, 3]),
-    "15-5s_p": ([0, 9, 12, 13, 18, 2, 11, 15, 17, 10, 8, 4, 5, 20, 16, 6], [14, 19, 1, 7, 3]),
-    "15-5s_q": ([0, 3, 14, 13, 18, 2, 11, 15, 17, 10, 8, 4, 5, 20, 16, 6], [12, 19, 1, 7, 9]),
-    "15-5s_r": ([0, 3, 14, 13, 1, 2, 11, 15, 17, 7, 8, 4, 5, 9, 16, 19], [12, 6, 18, 10, 20]),
-    "15-5s_s": ([0, 3, 14, 6, 1, 2, 11, 12, 17, 7, 20, 4, 5, 9, 16, 19], [15, 13, 18, 10, 8]),
-    "15-5s_t": ([0, 3, 15, 13, 1, 2, 11, 18, 17, 7, 20, 8, 5, 9, 16, 19], [14, 6, 12, 10, 4]),
-    "15-5s_u": ([0, 3, 15, 13, 14, 6, 11, 18, 17, 7, 20, 8, 4, 9, 16, 10], [1, 2, 12, 19, 5]),
-    "15-5s_v": ([0, 1, 2, 12, 14, 6, 19, 18, 17, 5, 20, 8, 4, 9, 16, 10], [3, 15, 13, 11, 7]),
-    "15-5s_w": ([0, 1, 2, 12, 14, 13, 19, 18, 7, 11, 20, 8, 4, 9, 16, 10], [3, 15, 6, 5, 17]),
-}
-
-
-def _voc_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
-    """VOC reference tasks and aliases (docs/protocol-2d.md#task-tables)."""
-    tables = {
-        "offline": [list(range(21))],
-        "19-1": [list(range(20)), [20]],
-        "15-5": [list(range(16)), list(range(16, 21))],
-        "15-5s": _one_per_step(range(16), range(16, 21)),
-        "10-1": _one_per_step(range(11), range(11, 21)),
-    }
-    aliases = {"15-1": "15-5s"}  # 15-5s is the setting the papers call "15-1"
-    for name, (base, novel) in _VOC_RANDOM_ORDERS.items():
-        tables[name] = _one_per_step(base, novel)
-        aliases["15-1" + name[len("15-5s"):]] = name
-    return tables, aliases
-
-
-def _ade_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
-    """ADE20k reference tasks and aliases (docs/protocol-2d.md#task-tables)."""
-
-    def chunks(start: int, stop: int, size: int) -> list[list[int]]:
-        return [list(range(i, min(i + size, stop))) for i in range(start, stop, size)]
-
-    tables = {
-        "offline": [list(range(151))],
-        "100-50": [list(range(101)), list(range(101, 151))],
-        "100-10": [list(range(101))] + chunks(101, 151, 10),
-        "100-5": [list(range(101))] + chunks(101, 151, 5),
-        "50": [list(range(51)), list(range(51, 101)), list(range(101, 151))],
-    }
-    return tables, {"50-50": "50"}
-
-
-# docs/tasks.md#tasks: "m-n" = first m classes of the order are base, then steps of n novel classes
-# (12-1, 10-3, 8-5 and 19-1, 17-3, 15-5 have one incremental step; 8-1 and 15-1 learn the same
-# novel classes as 8-5 and 15-5, one class per step).
-_SPLITS_3D = {
-    "s3dis": {"12-1": (12, 1), "10-3": (10, 3), "8-5": (8, 5), "8-1": (8, 1)},
-    "scannet": {"19-1": (19, 1), "17-3": (17, 3), "15-5": (15, 5), "15-1": (15, 1)},
-}
-
-
-def _class_orders_3d(dataset: str) -> dict[str, list[int]]:
-    """S0 = dataset id order, S1 = alphabetical order of class names (docs/tasks.md#tasks)."""
-    info = _DATASETS[dataset]
-    ids = list(info.labels)
-    return {"s0": ids, "s1": sorted(ids, key=lambda label: info.class_names[label])}
-
-
-def _pointcloud_tables(dataset: str) -> tuple[dict[str, list[list[int]]], dict[str, str]]:
-    """S3DIS / ScanNet tasks for both class orders; the plain name means order S0."""
-    orders = _class_orders_3d(dataset)
-    tables = {"offline": [orders["s0"]]}
-    aliases = {}
-    for split, (base, step_size) in _SPLITS_3D[dataset].items():
-        for order_name, order in orders.items():
-            novel = order[base:]
-            tables[f"{split}_{order_name}"] = [order[:base]] + [
-                novel[i:i + step_size] for i in range(0, len(novel), step_size)
-            ]
-        aliases[split] = f"{split}_s0"
-    return tables, aliases
-
-
-def _build_registry() -> dict[str, tuple[dict[str, list[list[int]]], dict[str, str]]]:
-    return {
-        "voc": _voc_tables(),
-        "ade": _ade_tables(),
-        "s3dis": _pointcloud_tables("s3dis"),
-        "scannet": _pointcloud_tables("scannet"),
-    }
-
-
-_REGISTRY = _build_registry()
+from css.errors import TaskError
+# Class names, tables and label maps live in their own modules; their names stay importable from here.
+from css.task_labels import SPLITS, TaskLabelMaps  # noqa: F401
+from css.task_tables import (ADE_CLASSES, S3DIS_CLASSES, SCANNET_CLASSES, VOC_CLASSES,  # noqa: F401
+                             _DATASETS, _REGISTRY, _Dataset)
 
 
 # --- validation helpers ---------------------------------------------------------------------
@@ -240,11 +62,6 @@ def _normalise_steps(steps: Any, where: str) -> list[list[int]]:
     return result
 
 
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-
-
 def _dataset_info(dataset: str) -> _Dataset:
     key = str(dataset).lower()
     if key not in _DATASETS:
@@ -263,7 +80,7 @@ def _suggestion(name: str, valid: Iterable[str]) -> str:
 # --- the Task -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class Task:
+class Task(TaskLabelMaps):
     """An ordered list of class groups and the label maps it implies at every step.
 
     ``steps`` hold dataset label ids, step 0 first. ``background`` is the dataset label that is
@@ -388,111 +205,6 @@ class Task:
         """Foreground dataset labels learnt after ``step``."""
         self._check_step(step)
         return self._foreground(self.steps[step + 1:])
-
-    # -- label maps --------------------------------------------------------------------------
-
-    def _table_size(self) -> int:
-        largest = max(label for group in self.steps for label in group)
-        return max(256, largest + 1, self.ignore_index + 1, *(v + 1 for v in self.void_labels))
-
-    def label_map(self, step: int, split: str, overlap: bool = True) -> np.ndarray:
-        """Lookup table (int64, index = dataset label) from dataset labels to model labels.
-
-        train: current labels -> their channel; every other label -> 0 (background); ignore_index
-        stays ignored, except for datasets whose training has no ignore label (ADE,
-        docs/protocol-2d.md#label-maps-and-filters).
-        test: seen labels -> their channel; future labels -> 0 (docs/tasks.md#label-maps).
-        Void labels (ScanNet unannotated) -> ignore_index in both splits (docs/tasks.md#label-maps).
-        The channel of a label is its position in ``order(step)`` (docs/tasks.md#channels).
-        ``overlap`` is accepted for symmetry with ``keep``: the masking is the same in the overlap
-        and disjoint settings, which differ only in the images they keep (docs/tasks.md#steps).
-        """
-        _check_split(split)
-        channel = {label: index for index, label in enumerate(self.order(step)) if label >= 0}
-        mapped = self.current_labels(step) if split == "train" else self.seen_labels(step)
-        table = np.zeros(self._table_size(), dtype=np.int64)  # unlisted labels -> background
-        for label in mapped:
-            table[label] = channel[label]
-        ignore_is_bg = split == "train" and self.train_ignore_as_background
-        table[self.ignore_index] = 0 if ignore_is_bg else self.ignore_index
-        for label in self.void_labels:
-            table[label] = self.ignore_index
-        return table
-
-    def remap(self, labels: Any, step: int, split: str, overlap: bool = True) -> Any:
-        """Map dataset labels to model labels with ``label_map``.
-
-        ``labels``: a numpy array or torch tensor of any shape and integer dtype (uint8 included).
-        Returns int64 of the same kind (numpy array, or tensor on the same device).
-        Raises DataError if a value lies outside the lookup table (negative or too large).
-        """
-        table = self.label_map(step, split, overlap)
-        if isinstance(labels, torch.Tensor):
-            dtype = labels.dtype
-            if dtype.is_floating_point or dtype.is_complex or dtype == torch.bool:
-                raise TypeError(f"labels must have an integer dtype, got {dtype}")
-            index = labels.long()
-            if index.numel():
-                low, high = (int(v) for v in torch.aminmax(index))
-                self._check_range(low, high, len(table))
-            return torch.from_numpy(table).to(index.device)[index]
-        array = np.asarray(labels)
-        if not np.issubdtype(array.dtype, np.integer):
-            raise TypeError(f"labels must have an integer dtype, got {array.dtype}")
-        if array.size:
-            self._check_range(int(array.min()), int(array.max()), len(table))
-        return table[array.reshape(-1)].reshape(array.shape)
-
-    def _check_range(self, low: int, high: int, size: int) -> None:
-        if low < 0 or high >= size:
-            bad = low if low < 0 else high
-            raise DataError(
-                f"label value {bad} cannot be mapped for {self.dataset!r} (task {self.name!r}): "
-                f"labels must lie in 0..{size - 1}; check that the label files hold class ids "
-                f"(not colours or instance ids)"
-            )
-
-    def select(self, presence: Any, step: int, split: str, overlap: bool = True) -> np.ndarray:
-        """Indices (ascending) of the images/blocks of ``split`` that ``step`` uses.
-
-        The one selection rule of both modalities (docs/tasks.md#selection). ``presence[i, l]``
-        says whether image/block i shows dataset label l (column index = label; labels beyond the
-        last column are absent). What counts as "shows" is the modality's business: any pixel for
-        images, a share of the block for point clouds (css.index.presence_any and presence_share).
-
-        train, overlap: it shows at least one current class (docs/tasks.md#selection).
-        train, disjoint: additionally every label it shows is old, current, background, ignored
-        or void, so no future class appears.
-        test: it shows at least one seen foreground class (docs/tasks.md#selection).
-        """
-        _check_split(split)
-        presence = np.asarray(presence, dtype=bool)
-        if presence.ndim != 2:
-            raise ValueError(f"presence must be a 2-D (items, labels) matrix, got shape {presence.shape}")
-        num_labels = presence.shape[1]
-
-        def columns(labels: Iterable[int]) -> list[int]:
-            return [label for label in labels if 0 <= label < num_labels]
-
-        wanted = self.current_labels(step) if split == "train" else self.seen_labels(step)
-        keep = presence[:, columns(wanted)].any(axis=1)
-        if split == "train" and not overlap:
-            allowed = {*self.seen_labels(step), self.ignore_index, *self.void_labels}
-            if self.background is not None:
-                allowed.add(self.background)
-            forbidden = [label for label in range(num_labels) if label not in allowed]
-            keep &= ~presence[:, forbidden].any(axis=1)
-        return np.flatnonzero(keep).astype(np.int64)
-
-    def keep(self, present: Iterable[int], step: int, split: str, overlap: bool = True) -> bool:
-        """Whether one image/block whose labels are ``present`` belongs to the step's split:
-        ``select`` on a one-row presence matrix."""
-        labels = sorted({int(label) for label in present})
-        if any(label < 0 for label in labels):
-            raise ValueError(f"labels must be non-negative, got {labels}")
-        row = np.zeros((1, (labels[-1] + 1) if labels else 1), dtype=bool)
-        row[0, labels] = True
-        return bool(self.select(row, step, split, overlap).size)
 
     # -- names -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Image modality: datasets, transforms and the DeepLabV3 + ResNet model (docs/protocol-2d.md#model).
+"""Image modality: datasets, transforms and the DeepLabV3 + ResNet model (docs/protocol-2d-model.md#model).
 
 The model lives in css.image.models and the import of reference/ImageNet weights in
 css.image.weights; the most used names are re-exported here.
