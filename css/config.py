@@ -93,7 +93,7 @@ class ImageModelConfig:
     """iabn_sync | iabn | bn (pure torch, synchronised across processes; use it on CPU)."""
     output_stride: int = 16
     pooling_size: int | None = 32
-    """Eval-time ASPP pooling window (docs/protocol-2d.md#head); null = global mean."""
+    """Eval-time ASPP pooling window (docs/protocol-2d-model.md#head); null = global mean."""
     base_channels: int = 64
     """Width of the first ResNet stage (64 = standard); smaller values make CPU-sized networks."""
     head_channels: int = 256

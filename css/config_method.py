@@ -20,7 +20,7 @@ class MethodConfig:
     kd: str | None = None
     """kd | unkd | lgkd | soft (lwf-3dpc only) | none."""
     kd_resolution: str | None = None
-    """small (stride-16 logits with nearest-sampled labels, docs/protocol-2d.md#lgkd) | full."""
+    """small (stride-16 logits with nearest-sampled labels, docs/protocol-2d-losses.md#lgkd) | full."""
     alpha: float | None = None
     prev_kd: float | None = None
     novel_kd: float | None = None

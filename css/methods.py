@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "pi": dict(regularizer="pi", reg_importance=100.0),
     "mib": dict(loss_kd=10.0, kd="unkd", classification="unce", init_balanced=True),
     "plop": dict(_PLOP),
-    # docs/protocol-2d.md#lgkd-runs: LGKD = PLOP + 1 x LGKD on the stride-16 logits.
+    # docs/protocol-2d-losses.md#lgkd-runs: LGKD = PLOP + 1 x LGKD on the stride-16 logits.
     "lgkd": dict(_PLOP, loss_kd=1.0, kd="lgkd", kd_resolution="small"),
     "lgkd-only": dict(loss_kd=1.0, kd="lgkd", kd_resolution="small"),
     "mib+lgkd": dict(classification="unce", loss_kd=1.0, kd="lgkd", kd_resolution="small", init_balanced=True),
@@ -134,7 +134,7 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, ...]) -> torch.Tens
     """Nearest sampling of a label map to ``size``: output element i takes input floor(i * in / out).
 
     For 512 crops at output stride 16 this picks label pixel (16i, 16j), exactly as the reference's
-    ``F.interpolate(scale_factor=1/16)`` under PyTorch 1.10 (docs/protocol-2d.md#lgkd).
+    ``F.interpolate(scale_factor=1/16)`` under PyTorch 1.10 (docs/protocol-2d-losses.md#lgkd).
     """
     if tuple(labels.shape[1:]) == tuple(size):
         return labels
@@ -203,7 +203,7 @@ class Objective:
 
     def compute_thresholds(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Entropy thresholds from one pass over (old full-resolution logits, labels) batches
-        (docs/protocol-2d.md#thresholds). Under ``protocol: fixed`` the histograms are summed over
+        (docs/protocol-2d-losses.md#thresholds). Under ``protocol: fixed`` the histograms are summed over
         processes first."""
         # Fixed protocol: bins over the range v can take, so the median is resolved to 1/bins of
         # that range; the reference bins [0, 1], which puts every count in its first few bins.
@@ -287,7 +287,7 @@ class Objective:
             return total, {k: v.detach() for k, v in terms.items()}
 
         # Pseudo-label the background from the old model, per-image adaptive factor
-        # (docs/protocol-2d.md#relabelling).
+        # (docs/protocol-2d-losses.md#relabelling).
         factor = None
         if self.use_pseudo:
             if self.thresholds is None:
@@ -301,7 +301,7 @@ class Objective:
                 factor = f
 
         # Main criterion, mean over all elements, ignored ones included
-        # (docs/protocol-2d.md#loss-composition, #reductions).
+        # (docs/protocol-2d.md#loss-composition, docs/protocol-2d-losses.md#reductions).
         if m.classification == "bce":
             cls_loss = L.bce_with_ignore(logits, labels, ignore_index=self.ignore_index)
         elif m.classification == "unce" and self.incremental:
@@ -313,11 +313,11 @@ class Objective:
         terms["ce"] = cls_loss
         total = cls_loss
 
-        if self.use_icarl:  # docs/protocol-2d.md#icarl
+        if self.use_icarl:  # docs/protocol-2d-losses.md#icarl
             t = m.icarl_importance * self.num_old * L.icarl_distillation(logits, old.logits)
             terms["icarl"] = t
             total = total + t
-        if self.use_de:  # docs/protocol-2d.md#ilt
+        if self.use_de:  # docs/protocol-2d-losses.md#ilt
             t = m.loss_de * L.feature_mse(new.features["body"], old.features["body"])
             terms["de"] = t
             total = total + t
@@ -325,7 +325,7 @@ class Objective:
             if m.kd == "lgkd":
                 if m.kd_resolution == "small":
                     # Stride-16 logits, ORIGINAL labels sampled by nearest neighbour
-                    # (docs/protocol-2d.md#lgkd).
+                    # (docs/protocol-2d-losses.md#lgkd).
                     kd_labels = downsample_labels(original, tuple(new.logits_small.shape[2:]))
                     kd_new, kd_old = new.logits_small, old.logits_small
                 else:
@@ -340,7 +340,7 @@ class Objective:
             t = m.loss_kd * t
             terms["kd"] = t
             total = total + t
-        if self.use_pod:  # docs/protocol-2d.md#local-pod
+        if self.use_pod:  # docs/protocol-2d-losses.md#local-pod
             old_maps = list(old.features["attentions"])
             new_maps = list(new.features["attentions"])
             factors = [m.pod_factor] * len(old_maps)
@@ -394,5 +394,5 @@ def _not_classifier(name: str) -> bool:
 
 
 def pod_schedule_factor(num_current: int, num_new: int) -> float:
-    """sqrt(C_cur / n_t), the POD schedule of docs/protocol-2d.md#local-pod (step 4)."""
+    """sqrt(C_cur / n_t), the POD schedule of docs/protocol-2d-losses.md#local-pod (step 4)."""
     return math.sqrt(num_current / num_new)

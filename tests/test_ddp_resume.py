@@ -1,6 +1,6 @@
 """A 2-process gloo run under protocol reference keeps each process's own state across a resume
 (docs/controller.md#recovery): the pseudo-label thresholds, which each process computes from its own
-shard (docs/protocol-2d.md#thresholds), and the RNG state. The resumed run equals the uninterrupted one."""
+shard (docs/protocol-2d-losses.md#thresholds), and the RNG state. The resumed run equals the uninterrupted one."""
 
 import hashlib
 import json

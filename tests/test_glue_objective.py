@@ -1,5 +1,5 @@
 """The step objective on the real DeepLabV3 (the narrow ResNet-18 of the tests), attention maps
-included (docs/protocol-2d.md#local-pod, docs/protocol-2d.md#classifier): the maps PLOP and LGKD
+included (docs/protocol-2d-losses.md#local-pod, docs/protocol-2d-model.md#classifier): the maps PLOP and LGKD
 distil have the shapes of the architecture, every one of them (and the stride-16 logits) enters
 Local POD, and the gradients of the whole objective are finite and reach the body through the maps.
 """

@@ -1,5 +1,5 @@
 """``protocol: reference`` end to end with pseudo-labels that are really accepted
-(docs/protocol-2d.md#pseudo-labels): the real controller and Trainer run the tiny LGKD task, and the
+(docs/protocol-2d-losses.md#pseudo-labels): the real controller and Trainer run the tiny LGKD task, and the
 thresholds, the accepted background pixels and the step-1 CE are recomputed here from the old
 model's logits with the reference's rules, written out independently of css.losses.
 

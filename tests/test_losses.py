@@ -1,4 +1,4 @@
-"""Classification and distillation losses of css.losses (docs/protocol-2d.md#losses)."""
+"""Classification and distillation losses of css.losses (docs/protocol-2d-losses.md#losses)."""
 
 import math
 
@@ -21,7 +21,7 @@ LN2 = math.log(2.0)
 
 
 # --------------------------------------------------------------------------------------------
-# Reference: a literal, boolean-mask transcription of docs/protocol-2d.md#lgkd steps 1-5.
+# Reference: a literal, boolean-mask transcription of docs/protocol-2d-losses.md#lgkd steps 1-5.
 # --------------------------------------------------------------------------------------------
 def reference_lgkd(new_logits, old_logits, labels, prev_weight, novel_weight, alpha=1.0, ignore_index=255):
     num_old, num_cur = old_logits.shape[1], new_logits.shape[1]
@@ -63,7 +63,7 @@ def random_case(batch, num_cur, num_old, spatial, *, seed, dtype=torch.float32):
 
 
 # --------------------------------------------------------------------------------------------
-# The worked example of docs/protocol-2d.md#worked-example: one image of 2x2 pixels, C_old = 3, C_cur = 5.
+# The worked example of docs/protocol-2d-losses.md#worked-example: one image of 2x2 pixels, C_old = 3, C_cur = 5.
 # --------------------------------------------------------------------------------------------
 OLD_PIXELS = [[2, 0.5, -1], [1, 0, 0.3], [0.2, 0.1, 0], [3, -2, 0.5]]
 NEW_PIXELS = [[1.5, 0.4, -0.5, 0.1, -1], [0.3, 0.2, 0.1, 1.2, -0.3], [0, 0, 0, 0, 0], [0.9, -1, 0.2, 0, 0.7]]
@@ -132,7 +132,7 @@ def test_lgkd_does_not_modify_labels():
 
 
 def test_lgkd_old_class_labels_collapse_to_background():
-    # docs/protocol-2d.md#lgkd step 1: any label < C_old is treated as bg.
+    # docs/protocol-2d-losses.md#lgkd step 1: any label < C_old is treated as bg.
     new, old, labels = random_case(2, 6, 4, (5,), seed=1)
     labels[:, 0], labels[:, 1] = 2, 0
     collapsed = torch.where(labels < 4, torch.zeros_like(labels), labels)
@@ -222,7 +222,7 @@ def test_unbiased_kd_hand_values():
 
 
 def test_unbiased_kd_without_new_classes():
-    # The reference crashes here (docs/protocol-2d.md#unkd); with nothing to absorb it equals KD.
+    # The reference crashes here (docs/protocol-2d-losses.md#unkd); with nothing to absorb it equals KD.
     new = torch.tensor([0.0, math.log(3.0)]).reshape(1, 2, 1)
     assert unbiased_kd(new, torch.zeros(1, 2, 1)).item() == pytest.approx(math.log(16 / 3) / 4, rel=1e-6)
     new, old, _ = random_case(2, 4, 4, (3, 5), seed=3)

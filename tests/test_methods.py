@@ -52,7 +52,7 @@ def test_unknown_method():
 def test_downsample_labels_picks_stride_pixels():
     y = torch.arange(64 * 64).reshape(1, 64, 64)
     small = downsample_labels(y, (4, 4))
-    assert torch.equal(small, y[:, ::16, ::16])  # docs/protocol-2d.md#lgkd: label pixel (16i, 16j)
+    assert torch.equal(small, y[:, ::16, ::16])  # docs/protocol-2d-losses.md#lgkd: label pixel (16i, 16j)
     pts = torch.arange(10).reshape(1, 10)
     assert torch.equal(downsample_labels(pts, (10,)), pts)
 
@@ -77,7 +77,7 @@ def test_lgkd_objective_composes_losses_as_reference():
     assert obj.needs_old_model and obj.needs_thresholds
     th = obj.compute_thresholds([(old.logits, labels)])
     total, terms = obj(new, old, labels)
-    # Rebuild the reference composition by hand (docs/protocol-2d.md#loss-composition, #lgkd-runs).
+    # Rebuild the reference composition by hand (docs/protocol-2d.md#loss-composition, docs/protocol-2d-losses.md#lgkd-runs).
     pl, f = L.pseudo_label(labels, old.logits, th, num_old=c_old, num_current=c_cur)
     ce = L.cross_entropy(new.logits, pl, element_weight=f)
     kd = L.lgkd(new.logits_small, old.logits_small, labels[:, ::4, ::4], prev_weight=5.0, novel_weight=1.0)
@@ -160,7 +160,7 @@ def test_kd_weight_alone_turns_on_plain_kd(name):
     assert (m.kd, m.loss_kd) == ("kd", 10.0)
     obj = Objective(m, step=1, num_old=3, num_current=4)
     assert obj.use_kd and obj.needs_old_model and "10 x KD" in obj.describe()
-    # The loss is CE + 10 x KD (docs/protocol-2d.md#kd), not CE alone.
+    # The loss is CE + 10 x KD (docs/protocol-2d-losses.md#kd), not CE alone.
     g = torch.Generator().manual_seed(0)
     new_logits, old_logits = torch.randn(2, 4, 3, 3, generator=g), torch.randn(2, 3, 3, 3, generator=g)
     labels = torch.randint(0, 4, (2, 3, 3), generator=g)

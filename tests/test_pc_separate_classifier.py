@@ -29,7 +29,7 @@ def test_cross_entropy_over_background_and_novel_by_hand():
     logits = torch.tensor([[[1.0, 0.5, 7.0], [9.0, 9.0, 9.0], [-3.0, 4.0, 0.0], [0.0, 2.0, 0.0], [2.0, -1.0, 0.0]]])
     labels = torch.tensor([[4, 0, 255]])
     # Softmax over [bg, D, E] only: point 0 [1, 0, 2] -> E; point 1 [0.5, 2, -1] -> bg. The mean
-    # counts the ignored point too, like every css cross-entropy (docs/protocol-2d.md#reductions).
+    # counts the ignored point too, like every css cross-entropy (docs/protocol-2d-losses.md#reductions).
     expected = (-(2.0 - _lse(1.0, 0.0, 2.0)) - (0.5 - _lse(0.5, 2.0, -1.0))) / 3
     got = separate_classifier_ce(logits.requires_grad_(True), labels, num_old=3)
     assert got.item() == pytest.approx(expected, rel=1e-6)

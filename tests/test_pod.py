@@ -1,4 +1,4 @@
-"""Local POD of css.losses (docs/protocol-2d.md#local-pod)."""
+"""Local POD of css.losses (docs/protocol-2d-losses.md#local-pod)."""
 
 import math
 
@@ -16,7 +16,7 @@ def pod(old, new, **kwargs):
 
 
 def literal_embedding(x, scales):
-    """docs/protocol-2d.md#local-pod step 3 transcribed with loops: k = W // s for both axes, tile by tile."""
+    """docs/protocol-2d-losses.md#local-pod step 3 transcribed with loops: k = W // s for both axes, tile by tile."""
     width = x.shape[-1]
     parts = []
     for s in scales:
@@ -30,7 +30,7 @@ def literal_embedding(x, scales):
 
 
 def literal_pod_layer(old, new, scales):
-    """One layer of docs/protocol-2d.md#local-pod steps 1-4 (sum handling, pow, local pooling, L2,
+    """One layer of docs/protocol-2d-losses.md#local-pod steps 1-4 (sum handling, pow, local pooling, L2,
     batch mean)."""
     if new.shape[1] != old.shape[1]:
         num_old = old.shape[1]

@@ -1,4 +1,4 @@
-"""PLOP entropy pseudo-labelling (docs/protocol-2d.md#pseudo-labels)."""
+"""PLOP entropy pseudo-labelling (docs/protocol-2d-losses.md#pseudo-labels)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from css.losses.pseudo import (
 
 def test_entropy_score_uniform_is_maximal_value_of_spec():
     # v max = 1 / (C_old ln C_cur); VOC 15-1 step 1 (C_old=16, C_cur=17) -> 0.0221
-    # (docs/protocol-2d.md#entropy)
+    # (docs/protocol-2d-losses.md#entropy)
     probs = torch.full((2, 16, 3, 4), 1 / 16)
     v = entropy_score(probs, 17)
     assert v.shape == (2, 3, 4)
@@ -57,7 +57,7 @@ def test_entropy_score_rejects_fewer_current_than_old_classes():
 
 
 def _loop_histogram(old_logits, labels, num_current, bins):
-    """Element-by-element transcription of docs/protocol-2d.md#thresholds for comparison."""
+    """Element-by-element transcription of docs/protocol-2d-losses.md#thresholds for comparison."""
     probs = torch.softmax(old_logits.double(), dim=1)
     num_old = probs.shape[1]
     hist = np.zeros((num_current, bins))
@@ -101,7 +101,7 @@ def test_entropy_histogram_matches_loop(spatial):
 
 
 def _loop_reference(hist, min_threshold=0.001):
-    """Literal transcription of the reference's loop (docs/protocol-2d.md#thresholds), Python max included."""
+    """Literal transcription of the reference's loop (docs/protocol-2d-losses.md#thresholds), Python max included."""
     num_classes, bins = hist.shape
     thresholds = [torch.tensor(0.0, dtype=torch.float64) for _ in range(num_classes)]
     for c in range(num_classes):
@@ -135,7 +135,7 @@ def test_reference_thresholds_hand_cases():
             _one_class({5: 2}),  # stops at k=2 with half == rs == 1 and H=0 -> 0/0 = NaN
             _one_class({}),  # no elements: stays 0 -> 0.001
             _one_class({k: 100 for k in range(100)}),  # no stop, H[99]=100: 0.99 + 50/10000
-            _one_class({0: 10}),  # ADE case: everything in bin 0 -> 0.005 (docs/protocol-2d.md#thresholds)
+            _one_class({0: 10}),  # ADE case: everything in bin 0 -> 0.005 (docs/protocol-2d-losses.md#thresholds)
         ]
     )
     thresholds = thresholds_from_histogram(hist, protocol="reference")
@@ -261,7 +261,7 @@ def test_unknown_protocol_raises():
 
 
 def _pseudo_example():
-    """Two images, six elements each, C_old = 3, C_cur = 4 (docs/protocol-2d.md#relabelling)."""
+    """Two images, six elements each, C_old = 3, C_cur = 4 (docs/protocol-2d-losses.md#relabelling)."""
     confident = {0: [20.0, 0.0, 0.0], 1: [0.0, 20.0, 0.0], 2: [0.0, 0.0, 20.0]}
     uniform = [0.0, 0.0, 0.0]
     image0 = [confident[2], uniform, confident[0], uniform, uniform, confident[1]]

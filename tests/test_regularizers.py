@@ -1,4 +1,4 @@
-"""EWC, RW and PI parameter regularisers (docs/protocol-2d.md#regularisers)."""
+"""EWC, RW and PI parameter regularisers (docs/protocol-2d-losses.md#regularisers)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """css.nn.BatchNormAct: plain maths, and synchronisation over a 2-process gloo group
-(docs/protocol-2d.md#normalisation).
+(docs/protocol-2d-model.md#normalisation).
 
 Synchronised normalisation must make a run independent of how many processes share the global
 batch (docs/contracts.md#global-batch): outputs, input gradients, summed parameter gradients and

@@ -2,19 +2,19 @@
 
 Accepted files (decided by their top-level keys and then by their key names):
 - reference LGKD/PLOP/MiB checkpoints: {"model_state": {"module.body.…", "module.head.…",
-  "module.cls.i.…"}, "optimizer_state", …} (docs/protocol-2d.md#weights);
+  "module.cls.i.…"}, "optimizer_state", …} (docs/protocol-2d-model.md#weights);
 - the InPlaceABN ImageNet file, e.g. resnet101_iabn_sync.pth.tar: {"state_dict": {"module.mod1.…",
   …, "module.classifier.fc.*"}}, loaded into ``model.body`` with the classifier dropped
-  (docs/protocol-2d.md#weights);
+  (docs/protocol-2d-model.md#weights);
 - our own checkpoints: {"model": plain state dict}.
 A leading "module." (DDP wrapper) is stripped when every key carries it.
 
 InPlaceABN scales by |gamma| + eps where css.nn.BatchNormAct (norm "bn") scales by gamma
-(docs/protocol-2d.md#normalisation), and norm weights are converted when the file's kind and the
+(docs/protocol-2d-model.md#normalisation), and norm weights are converted when the file's kind and the
 model's differ. The file's kind cannot be read off its keys (inplace_abn 1.1.0 saves
 num_batches_tracked like torch batch norms do), so it comes from, in order: the ``source_norm``
 argument; a "norm" entry of a css checkpoint; the format (reference and ImageNet files are
-InPlaceABN, docs/protocol-2d.md#weights; a css checkpoint without "norm" is taken to match the
+InPlaceABN, docs/protocol-2d-model.md#weights; a css checkpoint without "norm" is taken to match the
 model, i.e. no conversion).
 """
 
@@ -38,7 +38,7 @@ __all__ = ["LoadReport", "load_reference_weights", "ABN_EPS"]
 
 logger = logging.getLogger(__name__)
 
-ABN_EPS = 1e-5  # InPlaceABN's eps, added to |gamma| (docs/protocol-2d.md#normalisation)
+ABN_EPS = 1e-5  # InPlaceABN's eps, added to |gamma| (docs/protocol-2d-model.md#normalisation)
 # norm names (css model.norm values, plus the reference's "abn"/"std") -> scale convention
 _ABN_SCALE = {"iabn_sync": True, "iabn": True, "abn": True, "bn": False, "std": False}
 _TRACKED = "num_batches_tracked"
@@ -70,7 +70,7 @@ def load_reference_weights(
     ``model`` must have ``body`` (and, for full checkpoints, ``head`` and ``cls``) as built by
     css.image.models.build_model. With ``strict`` any missing or unexpected key is an error;
     otherwise they are logged and returned (e.g. the new step's head is missing when a step t-1
-    checkpoint is loaded into the step-t model, docs/protocol-2d.md#step-hand-over). Shape mismatches
+    checkpoint is loaded into the step-t model, docs/protocol-2d-model.md#step-hand-over). Shape mismatches
     are always errors.
     Files are read with ``torch.load(weights_only=True)``; if that refuses the file and ``trusted``,
     it is read again with full unpickling (which runs code from the file: trusted files only).
@@ -141,7 +141,7 @@ def _unreadable(path: str, exc: Exception) -> str:
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return (f"cannot read checkpoint {path} ({reason}): it is truncated or corrupt, or not a PyTorch file. "
             "Expected a css step checkpoint (RUN/stepT/model.pt), an LGKD/PLOP/MiB checkpoint or the InPlaceABN "
-            "ImageNet backbone (docs/protocol-2d.md#weights). Fix: download the file again (an interrupted "
+            "ImageNet backbone (docs/protocol-2d-model.md#weights). Fix: download the file again (an interrupted "
             "download or copy leaves it truncated), or point the option that names it (--init-step0, "
             "model.pretrained) at the right file")
 
@@ -153,7 +153,7 @@ def _extract_state(checkpoint: Any, name: str) -> tuple[dict[str, Tensor], str, 
     """
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{name} holds a {type(checkpoint).__name__}, not a checkpoint dict")
-    # reference, css, ImageNet (docs/protocol-2d.md#weights)
+    # reference, css, ImageNet (docs/protocol-2d-model.md#weights)
     for container in ("model_state", "model", "state_dict"):
         if isinstance(checkpoint.get(container), Mapping):
             state = dict(checkpoint[container])
@@ -176,7 +176,7 @@ def _extract_state(checkpoint: Any, name: str) -> tuple[dict[str, Tensor], str, 
         return state, "full", container
     if any(k.startswith("mod1.") for k in state):
         # ImageNet backbone: the classifier has no counterpart in a segmentation body
-        # (docs/protocol-2d.md#weights).
+        # (docs/protocol-2d-model.md#weights).
         return {k: v for k, v in state.items() if not k.startswith("classifier.")}, "body", container
     raise CheckpointError(
         f"{name}: '{container}' has neither whole-model keys (body.…, head.…, cls.…) nor backbone keys "
@@ -211,7 +211,7 @@ def _file_uses_abn_scale(
         if source_norm is None:
             return None
     if source_norm is None:
-        return True  # reference and ImageNet files come from InPlaceABN (docs/protocol-2d.md#weights)
+        return True  # reference and ImageNet files come from InPlaceABN (docs/protocol-2d-model.md#weights)
     if source_norm not in _ABN_SCALE:
         raise CheckpointError(
             f"{name}: unknown source normalisation {source_norm!r}; valid: {', '.join(_ABN_SCALE)}"

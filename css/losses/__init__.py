@@ -1,7 +1,7 @@
 """Loss functions on logits (B, C, *S) and labels (B, *S); no modality knowledge (docs/contracts.md).
 
 Classification and distillation losses, Local POD, entropy pseudo-labelling and the EWC/RW/PI
-parameter regularisers. Described in docs/protocol-2d.md#losses.
+parameter regularisers. Described in docs/protocol-2d-losses.md#losses.
 """
 
 from css.losses.classification import bce_with_ignore, cross_entropy, labelled_cross_entropy, unbiased_ce

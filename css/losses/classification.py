@@ -1,4 +1,4 @@
-"""Per-element classification losses (docs/protocol-2d.md#losses).
+"""Per-element classification losses (docs/protocol-2d-losses.md#losses).
 
 Every function takes logits of shape (B, C, *S) and integer labels of shape (B, *S), where S is
 any number of spatial dimensions: (H, W) for images, (N,) for point clouds. Inputs may be
@@ -6,7 +6,7 @@ float32, bfloat16 or float16; the loss is computed in float32 and returned as a 
 
 All reductions follow the reference training loop: the per-element loss is 0 at ignored
 elements, yet ignored elements still count in the denominator of the mean
-(docs/protocol-2d.md#reductions).
+(docs/protocol-2d-losses.md#reductions).
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def cross_entropy(
 
     ``element_weight`` multiplies the per-element loss before the mean. It must broadcast to the
     labels' shape; a per-sample weight of shape (B,), such as PLOP's adaptive factor
-    (docs/protocol-2d.md#relabelling), is accepted as is. Ignored elements count in the denominator
-    (docs/protocol-2d.md#reductions).
+    (docs/protocol-2d-losses.md#relabelling), is accepted as is. Ignored elements count in the denominator
+    (docs/protocol-2d-losses.md#reductions).
     """
     check_logits_labels(logits, labels)
     loss = F.cross_entropy(upcast(logits), labels, ignore_index=ignore_index, reduction="none")
@@ -87,12 +87,12 @@ def labelled_cross_entropy(logits: Tensor, labels: Tensor, *, background: bool =
 
 
 def unbiased_ce(logits: Tensor, labels: Tensor, *, num_old: int, ignore_index: int = 255) -> Tensor:
-    """MiB's unbiased cross-entropy (docs/protocol-2d.md#unce), mean over ALL elements.
+    """MiB's unbiased cross-entropy (docs/protocol-2d-losses.md#unce), mean over ALL elements.
 
     Labels below ``num_old`` are relabelled to background 0, whose log-probability is
     logsumexp(z[:, :num_old]) - logsumexp(z): background absorbs every old class. Labels
     >= num_old use the usual z_y - logsumexp(z). Ignored elements contribute 0 but count in the
-    denominator. With ``num_old == 0`` (step 0) this is plain cross-entropy (docs/protocol-2d.md#unce).
+    denominator. With ``num_old == 0`` (step 0) this is plain cross-entropy (docs/protocol-2d-losses.md#unce).
     """
     check_logits_labels(logits, labels)
     if num_old == 0:
@@ -112,7 +112,7 @@ def unbiased_ce(logits: Tensor, labels: Tensor, *, num_old: int, ignore_index: i
 
 
 def bce_with_ignore(logits: Tensor, labels: Tensor, *, ignore_index: int = 255) -> Tensor:
-    """Sum over classes of BCE-with-logits against one-hot labels, 0 where ignored (docs/protocol-2d.md#bce).
+    """Sum over classes of BCE-with-logits against one-hot labels, 0 where ignored (docs/protocol-2d-losses.md#bce).
 
     The per-element sums are averaged over ALL elements, ignored ones included.
     """

@@ -1,4 +1,4 @@
-"""Output and feature distillation losses (docs/protocol-2d.md#losses).
+"""Output and feature distillation losses (docs/protocol-2d-losses.md#losses).
 
 Logits are (B, C, *S) for any spatial shape S ((H, W) for images, (N,) for point clouds).
 ``new_logits`` come from the model being trained (C_cur channels), ``old_logits`` from the frozen
@@ -38,14 +38,14 @@ def _check_pair(new_logits: Tensor, old_logits: Tensor) -> None:
 
 
 def _old_probabilities(old_logits: Tensor, alpha: float) -> Tensor:
-    """softmax(alpha * old_logits) over channels, in at least float32 (docs/protocol-2d.md#kd, #lgkd)."""
+    """softmax(alpha * old_logits) over channels, in at least float32 (docs/protocol-2d-losses.md#kd, #lgkd)."""
     dtype = torch.promote_types(old_logits.dtype, torch.float32)
     # alpha is 1 in every preset; skipping the product saves a full pass over the old logits.
     return F.softmax(old_logits if alpha == 1 else alpha * upcast(old_logits), dim=1, dtype=dtype)
 
 
 def kd(new_logits: Tensor, old_logits: Tensor, *, alpha: float = 1.0) -> Tensor:
-    """LwF knowledge distillation (docs/protocol-2d.md#kd).
+    """LwF knowledge distillation (docs/protocol-2d-losses.md#kd).
 
     L = -mean_elements[(1/C_old) sum_c q_c log p_c] with q = softmax(alpha * old) and
     log p = log_softmax of the new model's first C_old channels only. No ignore mask: every
@@ -82,7 +82,7 @@ def soft_kd(new_logits: Tensor, old_logits: Tensor, *, temperature: float, first
 
 
 def unbiased_kd(new_logits: Tensor, old_logits: Tensor, *, alpha: float = 1.0) -> Tensor:
-    """MiB's unbiased knowledge distillation (docs/protocol-2d.md#unkd).
+    """MiB's unbiased knowledge distillation (docs/protocol-2d-losses.md#unkd).
 
     The new model's background absorbs the new classes:
     log p_bg = logsumexp(z[:, {0} u [C_old, C_cur)]) - logsumexp(z), log p_c = z_c - logsumexp(z)
@@ -90,7 +90,7 @@ def unbiased_kd(new_logits: Tensor, old_logits: Tensor, *, alpha: float = 1.0) -
     q = softmax(alpha * old). No ignore mask.
 
     Unlike the reference, which slices ``1:-new_cl`` and crashes when no class is added
-    (docs/protocol-2d.md#unkd), C_cur == C_old is supported: log p_bg is then z_0 - logsumexp(z).
+    (docs/protocol-2d-losses.md#unkd), C_cur == C_old is supported: log p_bg is then z_0 - logsumexp(z).
     """
     _check_pair(new_logits, old_logits)
     num_old = old_logits.shape[1]
@@ -105,7 +105,7 @@ def unbiased_kd(new_logits: Tensor, old_logits: Tensor, *, alpha: float = 1.0) -
 
 
 class _LabelGuidedKD(torch.autograd.Function):
-    """LGKD with a hand-written gradient (docs/protocol-2d.md#lgkd), see ``lgkd``.
+    """LGKD with a hand-written gradient (docs/protocol-2d-losses.md#lgkd), see ``lgkd``.
 
     Per element the loss is -w * sum_c t_c log p_c with a target t that sums to 1 (q_1..q_{C_old-1}
     on their channels, q_0 on channel g), so d/dz = -w * (t - p). Writing that directly needs
@@ -145,7 +145,7 @@ def lgkd(
     alpha: float = 1.0,
     ignore_index: int = 255,
 ) -> Tensor:
-    """Label-guided knowledge distillation (docs/protocol-2d.md#lgkd).
+    """Label-guided knowledge distillation (docs/protocol-2d-losses.md#lgkd).
 
     Labels below C_old collapse to background (step 1). With q = softmax(alpha * old) and
     log p = log_softmax(new) over all C_cur channels, every non-ignored element contributes
@@ -158,7 +158,7 @@ def lgkd(
         L = -(prev_weight * sum_prev l + novel_weight * sum_novel l) / (#prev + #novel),
 
     so the denominator counts every non-ignored element even when ``novel_weight`` is 0
-    (step 5 of docs/protocol-2d.md#lgkd). Where every element is ignored the reference returns NaN; this
+    (step 5 of docs/protocol-2d-losses.md#lgkd). Where every element is ignored the reference returns NaN; this
     returns 0 (still attached to the graph of ``new_logits``). ``old_logits`` are targets: no
     gradient flows to them.
 
@@ -172,7 +172,7 @@ def lgkd(
     q = _old_probabilities(old_logits.detach(), alpha)
 
     valid = labels != ignore_index
-    novel = valid & (labels >= num_old)  # docs/protocol-2d.md#lgkd steps 1 and 2
+    novel = valid & (labels >= num_old)  # docs/protocol-2d-losses.md#lgkd steps 1 and 2
     # Where the old background probability goes: the GT class for novel elements, else bg 0.
     bg_target = torch.where(novel, labels, torch.zeros_like(labels)).unsqueeze(1)
     num_valid = valid.sum().clamp_min(1)
@@ -185,7 +185,7 @@ def lgkd(
 def icarl_distillation(new_logits: Tensor, old_logits: Tensor) -> Tensor:
     """iCaRL distillation: mean BCE-with-logits of new[:, :C_old] against sigmoid(old).
 
-    The caller multiplies by ``icarl_importance * C_old`` (docs/protocol-2d.md#icarl).
+    The caller multiplies by ``icarl_importance * C_old`` (docs/protocol-2d-losses.md#icarl).
     """
     _check_pair(new_logits, old_logits)
     num_old = old_logits.shape[1]
@@ -194,7 +194,7 @@ def icarl_distillation(new_logits: Tensor, old_logits: Tensor) -> Tensor:
 
 
 def feature_mse(new_features: Tensor, old_features: Tensor) -> Tensor:
-    """Mean squared error between new and old feature maps (ILT, docs/protocol-2d.md#ilt)."""
+    """Mean squared error between new and old feature maps (ILT, docs/protocol-2d-losses.md#ilt)."""
     if new_features.shape != old_features.shape:
         raise ValueError(
             f"feature maps must have the same shape, got new {tuple(new_features.shape)} "

@@ -1,4 +1,4 @@
-"""Local POD, PLOP's pooled-output distillation of intermediate maps (docs/protocol-2d.md#local-pod).
+"""Local POD, PLOP's pooled-output distillation of intermediate maps (docs/protocol-2d-losses.md#local-pod).
 
 Each pair of maps (old model, new model) is squared element-wise, embedded by local pooling at
 several scales, and compared with a per-sample L2 norm. Image maps are (B, C, H, W). Point-cloud
@@ -21,7 +21,7 @@ __all__ = ["local_pod"]
 
 def _sum_extra_channels(old: Tensor, new: Tensor) -> Tensor:
     """Bring ``new`` (C_cur channels) to the old channel count with the "sum" rule
-    (docs/protocol-2d.md#local-pod step 1).
+    (docs/protocol-2d-losses.md#local-pod step 1).
 
     b'[:, 0] = b[:, 0] + sum_{c >= C_old} b[:, c] (raw values, before squaring) and
     b'[:, 1:C_old] = b[:, 1:C_old].
@@ -32,7 +32,7 @@ def _sum_extra_channels(old: Tensor, new: Tensor) -> Tensor:
 
 
 def _local_embedding_2d(x: Tensor, scales: Sequence[int]) -> Tensor:
-    """PLOP's local pooling embedding of a (B, C, H, W) map (docs/protocol-2d.md#local-pod step 3).
+    """PLOP's local pooling embedding of a (B, C, H, W) map (docs/protocol-2d-losses.md#local-pod step 3).
 
     For each scale s, k = W // s, and the s x s tiles x[..., i*k:(i+1)*k, j*k:(j+1)*k] (row i
     outer, column j inner) each contribute their mean over width flattened (C*rows values), then
@@ -98,7 +98,7 @@ def _local_embedding(x: Tensor, scales: Sequence[int]) -> Tensor:
 
 def _pod_layer(old: Tensor, new: Tensor, scales: Sequence[int]) -> Tensor:
     """Mean over the batch of ||emb(old^2) - emb(new^2)||_2 for one pair of maps
-    (docs/protocol-2d.md#local-pod steps 1-4)."""
+    (docs/protocol-2d-losses.md#local-pod steps 1-4)."""
     old = upcast(old)
     new = upcast(new)
     if new.shape[1] > old.shape[1]:
@@ -124,7 +124,7 @@ def local_pod(
     scales: Sequence[int] = (1, 2, 4),
     schedule: bool = True,
 ) -> Tensor:
-    """Local POD over pairs of maps (docs/protocol-2d.md#local-pod), a float32 scalar.
+    """Local POD over pairs of maps (docs/protocol-2d-losses.md#local-pod), a float32 scalar.
 
     For every pair i: if the new map has more channels than the old one (logits), the extra
     channels are summed into channel 0 ("sum"); both maps are squared; the local pooling
@@ -150,7 +150,7 @@ def local_pod(
                 f"the POD schedule sqrt(num_current / num_new) needs positive counts, got "
                 f"num_current={num_current}, num_new={num_new}"
             )
-        scale_factor = math.sqrt(num_current / num_new)  # docs/protocol-2d.md#local-pod step 4
+        scale_factor = math.sqrt(num_current / num_new)  # docs/protocol-2d-losses.md#local-pod step 4
 
     layer_losses = torch.stack(
         [
@@ -158,7 +158,7 @@ def local_pod(
             for old, new, factor in zip(old_maps, new_maps, factors)
         ]
     )
-    # docs/protocol-2d.md#local-pod: the reference asserts finite, non-negative layer losses. One
+    # docs/protocol-2d-losses.md#local-pod: the reference asserts finite, non-negative layer losses. One
     # check for all layers keeps it to a single device synchronisation.
     if not bool(torch.isfinite(layer_losses).all()):
         bad = [i for i, value in enumerate(layer_losses.tolist()) if not math.isfinite(value)]

@@ -1,4 +1,4 @@
-"""PLOP's entropy-based pseudo-labelling of the background (docs/protocol-2d.md#pseudo-labels).
+"""PLOP's entropy-based pseudo-labelling of the background (docs/protocol-2d-losses.md#pseudo-labels).
 
 At step t > 0 the ground truth only holds the current classes; old classes are hidden in the
 background (label 0). PLOP lets the frozen old model relabel background elements it is confident
@@ -39,7 +39,7 @@ PROTOCOLS = ("reference", "fixed")
 
 
 def entropy_score(probs: Tensor, num_current: int) -> Tensor:
-    """Per-element normalised entropy ``v`` of the old model's probabilities (docs/protocol-2d.md#entropy).
+    """Per-element normalised entropy ``v`` of the old model's probabilities (docs/protocol-2d-losses.md#entropy).
 
     ``probs`` is (B, C_old, *S). With H~(p) = -(1 / ln(C_old + 1e-8)) * mean_c p_c ln(p_c + 1e-8),
     the mean (not the sum) running over the C_old channels, the result is
@@ -70,7 +70,7 @@ def entropy_histogram(
 ) -> Tensor:
     """Counts of background elements per (old prediction, entropy bin), shape (C_cur, bins).
 
-    Only elements with label 0 count (docs/protocol-2d.md#thresholds). For each one, pred = argmax of
+    Only elements with label 0 count (docs/protocol-2d-losses.md#thresholds). For each one, pred = argmax of
     softmax(old_logits) and bin = min(floor(v / upper * bins), bins - 1) with v from
     :func:`entropy_score`: the bins split [0, upper]. The reference bins [0, 1] (``upper=1``),
     although v never exceeds :func:`entropy_upper_bound` (0.0221 for VOC 15-1 step 1), so all its
@@ -99,7 +99,7 @@ def all_reduce_histogram(hist: Tensor) -> Tensor:
     """Sum ``hist`` over all torch.distributed processes; identity when not distributed.
 
     Used under ``protocol="fixed"`` so that every process derives the same thresholds from the
-    whole training set; the reference keeps per-process histograms (docs/protocol-2d.md#thresholds).
+    whole training set; the reference keeps per-process histograms (docs/protocol-2d-losses.md#thresholds).
     The input is not modified.
     """
     if not (dist.is_available() and dist.is_initialized()):
@@ -112,7 +112,7 @@ def all_reduce_histogram(hist: Tensor) -> Tensor:
 def thresholds_from_histogram(
     hist: Tensor, *, protocol: str = "reference", min_threshold: float = 0.001, upper: float = 1.0
 ) -> Tensor:
-    """Per-class entropy thresholds (C_cur,) from a (C_cur, bins) histogram (docs/protocol-2d.md#thresholds).
+    """Per-class entropy thresholds (C_cur,) from a (C_cur, bins) histogram (docs/protocol-2d-losses.md#thresholds).
 
     ``protocol="reference"`` reproduces the reference's "median", bugs included (see
     :func:`_reference_medians`); thresholds may be +inf (accepts every element of that class) or
@@ -138,7 +138,7 @@ def thresholds_from_histogram(
 
 
 def _reference_medians(hist: Tensor) -> Tensor:
-    """The reference's per-class "median" (docs/protocol-2d.md#thresholds), vectorised over classes.
+    """The reference's per-class "median" (docs/protocol-2d-losses.md#thresholds), vectorised over classes.
 
     Per class c, with total = sum_k H[c,k] and half = total / 2, the reference scans
     k = 0..bins-1 and stops at the first k with rs <= half <= rs + H[c,k], where the running
@@ -194,7 +194,7 @@ def pseudo_label(
     ignore_index: int = 255,
 ) -> tuple[Tensor, Tensor]:
     """Relabel background elements with the old model's confident predictions
-    (docs/protocol-2d.md#relabelling).
+    (docs/protocol-2d-losses.md#relabelling).
 
     Background is ``labels < num_old`` (label 0 after the step's masking, as in the reference).
     With probs = softmax(old_logits), pseudo = argmax and v from :func:`entropy_score`, a

@@ -1,7 +1,7 @@
 """The parts every parameter regulariser shares (css/losses/regularizers.py has EWC, PI and RW):
 the penalty against the previous step's parameters, loading that state, the running accumulators
 (EMA Fisher, path integral) and their snapshots for an exact mid-step resume
-(docs/protocol-2d.md#regularisers, docs/controller.md#recovery).
+(docs/protocol-2d-losses.md#regularisers, docs/controller.md#recovery).
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ class _Regularizer:
 
     def penalty(self, model: nn.Module) -> Tensor:
         """sum over parameters of w * (theta - theta_old)**2, a float32 scalar
-        (docs/protocol-2d.md#regularisers).
+        (docs/protocol-2d-losses.md#regularisers).
 
         0 without an old state (step 0). Differentiable with respect to the parameters.
         """

@@ -1,4 +1,4 @@
-"""Parameter regularisers EWC, RW and PI (docs/protocol-2d.md#regularisers; MiB lineage).
+"""Parameter regularisers EWC, RW and PI (docs/protocol-2d-losses.md#regularisers; MiB lineage).
 
 Each regulariser penalises moving a parameter away from its value at the end of the previous
 step, weighted by an importance estimated during the previous step:
@@ -19,7 +19,7 @@ max over every entry of every parameter (RW normalises its Fisher and its score 
 ``normalize="per_tensor"`` normalises each parameter tensor with its own min and max, as the
 3DPC-CISS EWC* does (docs/pointcloud-baselines.md#ewc).
 
-Life cycle, one regulariser per step (docs/protocol-2d.md#loss-composition, #regularisers):
+Life cycle, one regulariser per step (docs/protocol-2d.md#loss-composition, docs/protocol-2d-losses.md#regularisers):
 1. ``reg = build_regularizer(name, model, old_state=previous_state)`` right before the step's
    first iteration (after the new classifier is initialised). At step 0 ``old_state`` is None
    and the penalty is 0.
@@ -55,7 +55,7 @@ __all__ = ["EWC", "RW", "PI", "build_regularizer", "REGULARIZERS"]
 
 
 class EWC(_Regularizer):
-    """Elastic weight consolidation with an EMA Fisher (docs/protocol-2d.md#regularisers).
+    """Elastic weight consolidation with an EMA Fisher (docs/protocol-2d-losses.md#regularisers).
 
     State for the next step: {'kind': 'ewc', 'fisher': F, 'params': theta at the end of the
     step}. The penalty weight is F_old, min-max normalised unless ``normalize=False``.
@@ -98,7 +98,7 @@ class EWC(_Regularizer):
 
 
 class PI(_Regularizer):
-    """Path-integral regulariser, "synaptic intelligence" (docs/protocol-2d.md#regularisers: score
+    """Path-integral regulariser, "synaptic intelligence" (docs/protocol-2d-losses.md#regularisers: score
     delta / dtheta**2).
 
     During the step omega accumulates -g * (change of theta) per iteration. At the end the
@@ -148,7 +148,7 @@ class PI(_Regularizer):
 
 
 class RW(_Regularizer):
-    """Riemannian walk: EMA Fisher plus a windowed path-integral score (docs/protocol-2d.md#regularisers).
+    """Riemannian walk: EMA Fisher plus a windowed path-integral score (docs/protocol-2d-losses.md#regularisers).
 
     The Fisher is updated every iteration as in EWC. The path integral omega is summed over
     windows of ``iterations`` iterations; closing a window adds
