@@ -33,8 +33,7 @@ _COMMON: dict[str, Any] = dict(
     reg_alpha=0.9, reg_iterations=10, reg_normalize=True, reg_per_tensor=False,
     reg_skip_classifier=False, pod="none", pod_factor=0.01, pod_logits=False,
     pod_logits_factor=0.0005, pod_schedule=True, pod_scales=[1, 2, 4], pseudo="none", pseudo_threshold=0.001, pseudo_bins=100,
-    adaptive_factor=False, init_balanced=False, freeze_body=False, separate_classifier=False, lwf_temperature=1.0,
-    lwf_reference_background=False,
+    adaptive_factor=False, init_balanced=False, freeze_body=False, separate_classifier=False,
 )
 
 _PLOP = dict(pod="local", pod_factor=0.01, pod_logits=True, pod_logits_factor=0.0005, pseudo="entropy",

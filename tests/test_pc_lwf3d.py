@@ -121,7 +121,8 @@ def test_preset_resolution():
             ("lwf-3dpc", 1.0, "soft", 2.0, "ce", False)
         assert m.lwf_reference_background is (protocol == "reference")
     lwf = resolve_method(MethodConfig(name="lwf"), dataset="s3dis", modality="pointcloud")
-    assert (lwf.loss_kd, lwf.kd, lwf.lwf_temperature) == (100.0, "kd", 1.0)  # css's LwF is unchanged
+    # css's LwF is unchanged, and the lwf-3dpc keys stay null elsewhere (a resolved config resolves again).
+    assert (lwf.loss_kd, lwf.kd, lwf.lwf_temperature, lwf.lwf_reference_background) == (100.0, "kd", None, None)
     assert Objective(_objective().m, step=0, num_old=0, num_current=3).needs_old_model is False
 
 
@@ -155,3 +156,17 @@ def test_two_steps_from_the_cli(tmp_path, protocol):
         assert entry["terms"]["kd"] > 0
     assert [s["step"] for s in json.loads((run / "results.json").read_text())["steps"]] == [0, 1]
     assert "soft KD (T 2)" in (run / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("modality, dataset", [("pointcloud", "s3dis"), ("image", "voc")])
+@pytest.mark.parametrize("protocol", ["fixed", "reference"])
+def test_every_preset_resolves_to_itself_again(modality, dataset, protocol):
+    # The controller resolves the method of a saved (already resolved) config again.
+    from css.methods import method_names
+
+    for name in method_names():
+        try:
+            once = resolve_method(MethodConfig(name=name), dataset=dataset, protocol=protocol, modality=modality)
+        except ConfigError:
+            continue  # a point-cloud-only preset on images
+        assert resolve_method(once, dataset=dataset, protocol=protocol, modality=modality) == once, name
