@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from css import losses as L
 from css.config import MethodConfig
 from css.errors import ConfigError
-from css.methods_pc import (CISS, LWF3D, check_separate_classifier, ciss_objective, ciss_options, lwf3d_objective,
-                            resolve_ciss, resolve_lwf3d, separate_classifier_ce)
+from css.methods_pc import (CISS, LWF3D, check_separate_classifier, ciss_objective, ciss_options, is_last_step,
+                            lwf3d_objective, resolve_ciss, resolve_lwf3d, separate_classifier_ce)
 
 # Values every method starts from (the reference argparser defaults, docs/methods.md#presets).
 _COMMON: dict[str, Any] = dict(
@@ -186,7 +186,7 @@ class Objective:
         # LwF as 3DPC-CISS ran it replaces the whole loss too; it drops the background channel at
         # the last step only (docs/pointcloud-baselines.md#lwf-3dpc).
         self.use_lwf3d = self.incremental and m.name == LWF3D
-        self.last_step = num_steps is None or step >= num_steps - 1
+        self.last_step = is_last_step(step, num_steps)
         self.thresholds: torch.Tensor | None = None
         self.regularizer = None
 

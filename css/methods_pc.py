@@ -72,6 +72,13 @@ def _check(given: dict[str, Any]) -> None:
         raise bad("ciss_gft_weight", "the GFT weight must be a finite number >= 0")
 
 
+def is_last_step(step: int, num_steps: int | None) -> bool:
+    """Whether ``step`` is the last of a task of ``num_steps`` (None: unknown, taken as the last). At
+    an earlier step future classes are still background, so the point-cloud presets keep the
+    background channel (docs/pointcloud-ciss.md#protocol, docs/pointcloud-baselines.md#lwf-3dpc)."""
+    return num_steps is None or step >= num_steps - 1
+
+
 def ciss_options(method: Any, *, step: int, num_steps: int | None, protocol: str, dataset: str | None = None,
                  ignore_index: int = 255):
     """The ``CISSOptions`` of ``step`` for a resolved 3dpc-ciss method (null keys: protocol defaults).
@@ -94,8 +101,7 @@ def ciss_options(method: Any, *, step: int, num_steps: int | None, protocol: str
     for key, field in _SWITCHES.items():
         if getattr(method, key) is not None:
             kwargs[field] = bool(getattr(method, key))
-    intermediate = num_steps is not None and step < num_steps - 1
-    if intermediate:
+    if not is_last_step(step, num_steps):
         kwargs.update(keep_background=True, reference_offset=False)
     return dataclasses.replace(o, **kwargs, ignore_index=ignore_index)
 
