@@ -32,12 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from css.distributed import DistEnv  # noqa: E402
-from css.engine import evaluate  # noqa: E402
+from css.engine.trainer import evaluate  # noqa: E402
 from css.pointcloud.coverage import evaluate_full  # noqa: E402
 from css.pointcloud.data import build_dataset  # noqa: E402
 from css.pointcloud.models import build_model  # noqa: E402
 from css.pointcloud.store import write_split  # noqa: E402
-from css.tasks import S3DIS_CLASSES, get_task  # noqa: E402
+from css.tasks.tables import S3DIS_CLASSES
+from css.tasks.registry import get_task
 from css.utils import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from css.image.data import build_dataset, label_histograms, load_split, subset_indices  # noqa: E402
 from css.image.synthetic import SyntheticScenes  # noqa: E402
 from css.image.transforms import train_transform  # noqa: E402
-from css.tasks import get_task  # noqa: E402
+from css.tasks.registry import get_task
 from css.utils import atomic_write_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from css.distributed import cpu_has_bf16  # noqa: E402
-from css.engine import autocast  # noqa: E402
+from css.engine.precision import autocast
 from css.pointcloud.models import build_model  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"

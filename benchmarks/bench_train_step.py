@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from css.config import MethodConfig  # noqa: E402
+from css.config.method import MethodConfig
 from css.distributed import cpu_has_bf16  # noqa: E402
-from css.engine import autocast  # noqa: E402
+from css.engine.precision import autocast
 from css.image.models import build_model  # noqa: E402
-from css.methods import Objective, resolve_method  # noqa: E402
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -102,20 +102,18 @@ def collective_timeout_error(exc: BaseException, rank: int, timeout: float):
         f"(docs/faults.md#distributed-runs)")
 
 
-def current_env() -> tuple[int, int]:
-    """(rank, world size) of an initialised process group, (0, 1) otherwise."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def process_group_up() -> bool:
+    """Whether a torch.distributed process group is initialised (the one test for it)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if process_group_up():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if process_group_up():
         dist.barrier()
 
 
@@ -138,15 +136,15 @@ def derived_seed(*parts: int) -> int:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if process_group_up() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def gather_object(obj, dst: int = 0) -> list | None:
     """Every process's ``obj`` on rank ``dst`` (a list indexed by rank), None on the others; [obj]
-    without a process group. Used for the per-process part of the resume state (css/engine.py)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    without a process group. Used for the per-process part of the resume state (css/engine/trainer.py)."""
+    if process_group_up() and dist.get_world_size() > 1:
         box = [None] * dist.get_world_size() if dist.get_rank() == dst else None
         dist.gather_object(obj, box, dst=dst)
         return box
@@ -154,7 +152,7 @@ def gather_object(obj, dst: int = 0) -> list | None:
 
 
 def broadcast_object(obj, src: int = 0):
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if process_group_up() and dist.get_world_size() > 1:
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]

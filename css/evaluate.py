@@ -25,10 +25,12 @@ import sys
 from pathlib import Path
 
 from css import checkpoint as ck
-from css import identity
 from css.cli import run_cli
-from css.config import apply_overrides, from_dict, load_config
+from css.config import identity
+from css.config.build import from_dict, load_config
+from css.config.files import apply_overrides
 from css.errors import CSSError
+from css.modality.registry import get_modality
 
 log = logging.getLogger("css")
 
@@ -53,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _targets(args) -> tuple[object, list[tuple[int, Path, bool]]]:
     """(config, [(step, checkpoint path, is_css_checkpoint)])."""
-    from css.controller import parse_steps
+    from css.controller.start import parse_steps
 
     target = Path(args.target)
     if args.write and not target.is_dir():
@@ -102,7 +104,8 @@ def _run_config(run: Path, done: list[int], overrides: list[str]):
 def write_run_results(run: Path, cfg, task, env, evaluated: dict) -> None:
     """``--write``: results.json / results.csv / miou.png from the checkpoints of ``run``;
     ``evaluated``: {step: (confusion matrix, num_test, checkpoint dict)}."""
-    from css import recording, reports
+    from css.results import recording
+    from css.results.metadata import build_metadata
 
     done = sorted(int(p.parent.name[4:]) for p in run.glob("step*/model.pt") if p.parent.name[4:].isdigit())
     configs = {s: evaluated[s][2].get("config") if s in evaluated else ck.peek(ck.model_path(run, s)).get("config")
@@ -113,11 +116,11 @@ def write_run_results(run: Path, cfg, task, env, evaluated: dict) -> None:
         entries.append(recording.step_entry(cm, task, step, num_test, configs[step], configs[done[0]])[0])
     if metadata is None:
         last = ck.peek(ck.model_path(run, done[-1]))
-        metadata = reports.build_metadata(last.get("config") or cfg.to_dict(), protocol=cfg.protocol, seed=cfg.seed,
-                                          world_size=int(last.get("world_size") or env.world_size),
-                                          global_batch=cfg.train.batch_size, precision=cfg.train.precision)
+        metadata = build_metadata(last.get("config") or cfg.to_dict(), protocol=cfg.protocol, seed=cfg.seed,
+                                  world_size=int(last.get("world_size") or env.world_size),
+                                  global_batch=cfg.train.batch_size, precision=cfg.train.precision)
     recording.write_results(run, entries, task, metadata, method=cfg.method.name,
-                            pointcloud=cfg.modality == "pointcloud")
+                            metric=get_modality(cfg.modality).metric)
     print(f"wrote {run / 'results.json'}, {run / 'results.csv'} (steps {sorted(e['step'] for e in entries)})")
 
 
@@ -125,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg, targets = _targets(args)
     if args.metric == "full":
-        if cfg.modality != "pointcloud":
+        if get_modality(cfg.modality).metric is None:
             raise CSSError(f"--metric full scores every point of point-cloud blocks; {args.target} is a "
                            f"{cfg.modality} run: drop --metric full")
         # --write records both metrics (the sampled one stays the run's main figure)
         cfg.data.full_coverage = True
     lock = None
     if args.write:
+        from css.controller.runlock import RunLock
         from css.distributed import init_distributed, run_on_main
-        from css.runlock import RunLock
 
         lock = RunLock(args.target)
         run_on_main(init_distributed(cfg.device, cfg.train.dist_timeout), lock.acquire)
@@ -145,18 +148,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args, cfg, targets) -> int:
-    from css.controller import step_summary
+    from css.controller.handover import load_step
     from css.distributed import init_distributed
-    from css.handover import load_step
-    from css.methods import resolve_method
-    from css.modality import get_modality
-    from css.reports import format_table
+    from css.methods.resolve import resolve_method
+    from css.results.summary import STEP_METRICS, class_ious, step_summary
+    from css.results.tables import format_table
 
     env = init_distributed(cfg.device, cfg.train.dist_timeout)
     modality = get_modality(cfg.modality)
     cfg.method = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality=cfg.modality)
     task = modality.task(cfg)
-    keys = ("bg", "old", "new", "all", "hiou", "oa")
+    keys = STEP_METRICS
     rows, out, evaluated = [], [], {}
     for step, path, ours in targets:
         if step >= task.num_steps:
@@ -174,8 +176,8 @@ def _evaluate(args, cfg, targets) -> int:
         else:
             cm = modality.evaluate(model, test_set, cfg, task, step, env)
         shown = getattr(cm, "full", cm) if args.metric == "full" else cm
-        summary = step_summary(shown, task, task.num_classes(0))
-        iou = [float(v) if p else None for v, p in zip(shown.iou().tolist(), shown.present().tolist())]
+        summary = step_summary(shown, task)
+        iou = class_ious(shown)
         rows.append({"run": f"step {step}", **{k: summary[k] for k in keys}})
         out.append({"step": step, "checkpoint": str(path), "metric": args.metric,
                     "num_test": getattr(cm, "samples", len(test_set)), "summary": {k: summary[k] for k in keys},
@@ -186,11 +188,11 @@ def _evaluate(args, cfg, targets) -> int:
     if env.is_main and args.write:
         write_run_results(Path(args.target), cfg, task, env, evaluated)
     if env.is_main:
-        if cfg.modality == "pointcloud":
+        if modality.metric is not None:
             print(f"metric: {args.metric}" + (" (every point of every test block)" if args.metric == "full" else ""))
         print(format_table(rows))
         if args.json:
-            from css.reports import dumps_json
+            from css.results.jsonfile import dumps_json
             from css.utils import atomic_write_text
 
             atomic_write_text(args.json, dumps_json(out) + "\n")

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from css.distributed import process_group_up
+
 EPS = 1e-6  # docs/protocol-2d.md#metrics
 
 
@@ -95,7 +97,7 @@ class ConfusionMatrix:
         """
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized():
+        if process_group_up():
             dist.all_reduce(self.matrix, op=dist.ReduceOp.SUM)
 
     def state_dict(self) -> dict[str, Any]:

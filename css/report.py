@@ -2,7 +2,7 @@
 
 RUN is a run folder holding ``results.json`` (preferred) or ``results.csv``, or the path of such
 a file. For every run the final bg / old / new / all / avg / hIoU are printed (x100, 2 decimals;
-see ``css.reports`` for their definitions). Runs whose resolved configurations differ only by the
+see ``css.results`` for their definitions). Runs whose resolved configurations differ only by the
 seed (top-level keys ``seed``, ``name``, ``output_dir``, ``run_dir`` are ignored) form a group,
 and every group of more than one run is printed as mean ± sample standard deviation (n - 1).
 Runs known only from a CSV carry no configuration and are never grouped.
@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from css.errors import CSSError
-from css.recording import FULL_CSV
-from css.reports import (FULL, METRICS, OPTIONAL_METRICS, SAMPLED, dumps_json, format_table, read_results_csv,
-                         read_results_json, summarize_csv_rows)
+from css.results.recording import FULL_CSV
+from css.results.jsonfile import FULL, SAMPLED, dumps_json, read_results_json
+from css.results.csvfile import read_results_csv, summarize_csv_rows
+from css.results.summary import METRICS, OPTIONAL_METRICS
+from css.results.tables import format_table
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"

@@ -12,15 +12,16 @@ import sys
 from pathlib import Path
 
 from css.cli import run_cli
-from css.config import load_config
+from css.config.build import load_config
 from css.errors import CheckpointError, ConfigError
+from css.modality.registry import modality_names
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m css.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", "-c", required=True, help="YAML config file (may inherit with 'base:')")
-    p.add_argument("--modality", choices=("image", "pointcloud"), help="overrides the config's modality")
+    p.add_argument("--modality", choices=modality_names(), help="overrides the config's modality")
     p.add_argument("--steps", help="steps to run: all (default), one step '3', a range '2-5' or a list '0,2'")
     p.add_argument("--init-step0", metavar="PATH",
                    help="start from this step-0 checkpoint (reference LGKD/PLOP/MiB file or a css model.pt): "
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     # Intermixed: overrides may come before, between or after the options
     # (python -m css.train --config f.yaml --steps 0 train.lr=0.1 seed=1).
     args = parser().parse_intermixed_args(argv)
-    from css.controller import run_from_config, select_steps
+    from css.controller.start import select_steps
+    from css.controller.steps import run_from_config
 
     select_steps(args.steps)  # a bad --steps (e.g. the backwards range 2-0) stops before anything is built
     check_init_step0(args.init_step0)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from css.pointcloud.store import write_split
-from css.tasks import S3DIS_CLASSES, SCANNET_CLASSES
+from css.tasks.tables import S3DIS_CLASSES, SCANNET_CLASSES
 
 # S3DIS-like train blocks (task [[0, 1, 2], [3], [4, 5]] in the tests); 255 = ignored points.
 S3DIS_TRAIN = [

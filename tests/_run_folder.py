@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from css.config import load_config
-from css.controller import run_from_config
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 
 from _pc_tiny import PC_TINY, write_pc_config
 from _tiny import TINY, write_config
@@ -64,7 +64,7 @@ def truncate(path: Path, keep: float = 0.5) -> None:
 
 def no_training(monkeypatch):
     """Make any training fail: a finished step must not be retrained."""
-    from css import engine
+    from css.engine import trainer as engine
 
     def refuse(self, *args, **kwargs):
         raise AssertionError(f"step {self.settings.step} was retrained")
@@ -75,7 +75,7 @@ def no_training(monkeypatch):
 def crash_in_step1_epoch1(monkeypatch):
     """Interrupt step 1 in its second epoch (after its first epoch was saved in resume.pt);
     returns the function that undoes it."""
-    from css import engine
+    from css.engine import trainer as engine
 
     original = engine.Trainer._epoch
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from css.config import Config, load_config, save_config, step_value
+from css.config.schema import Config, step_value
+from css.config.build import load_config, save_config
 from css.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

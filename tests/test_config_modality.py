@@ -5,10 +5,12 @@ import math
 import pytest
 import torch
 
-from css.config import PointDataConfig, PointModelConfig, PointTrainConfig, from_dict, load_config
-from css.engine import TrainSettings, build_optimizer, build_schedule, poly_lambda, step_lambda
+from css.pointcloud.config import PointDataConfig, PointModelConfig, PointTrainConfig
+from css.config.build import from_dict, load_config
+from css.engine.settings import TrainSettings
+from css.engine.schedules import build_optimizer, build_schedule, poly_lambda, step_lambda
 from css.errors import ConfigError
-from css.methods import resolve_method
+from css.methods.resolve import resolve_method
 
 
 def test_pointcloud_sections_and_defaults():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from css.config import load_config
+from css.config.build import load_config
 from css.errors import ConfigError
 
 

@@ -15,7 +15,7 @@ from css.image import data as image_data
 from css.image.datasets import checks
 from css.pointcloud.prepare.ply import read_vertices
 from css.pointcloud.store import BlockStore
-from css.tasks import get_task
+from css.tasks.registry import get_task
 
 from _image_fixtures import make_voc
 from _pc_fixtures import make_s3dis

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from css.config import load_config
+from css.config.build import load_config
 from css.errors import ConfigError
 
 from _spawn import free_port
@@ -25,8 +25,8 @@ def _worker(rank: int, world: int, port: int, cfg_path: str, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from css import engine
-    from css.controller import run_from_config
+    from css.engine import trainer as engine
+    from css.controller.steps import run_from_config
     from css.errors import CSSError
 
     original = engine.Trainer._epoch

@@ -49,7 +49,8 @@ def test_every_iteration_splits_the_same_global_batch_over_processes():
     """Iteration i of a 2-process run consumes exactly the samples of iteration i of a 1-process
     run (the DistributedSampler shards perm[r::W] line up batch by batch), in every epoch."""
     from css.distributed import DistEnv
-    from css.engine import TrainSettings, train_loader
+    from css.engine.settings import TrainSettings
+    from css.engine.loaders import train_loader
 
     class Indices(torch.utils.data.Dataset):
         def __len__(self):
@@ -79,7 +80,7 @@ def test_rank0_builds_each_dataset_before_the_others(monkeypatch):
     wait at a barrier, then read that cache: one scan instead of one per process."""
     from types import SimpleNamespace
 
-    from css import controller
+    from css.controller import steps as controller
     from css.distributed import DistEnv
 
     events = []

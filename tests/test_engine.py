@@ -12,10 +12,13 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
 from css import losses as L
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.distributed import DistEnv, derived_seed, seed_everything
-from css.engine import SeededDataset, Trainer, TrainSettings
-from css.methods import Objective, resolve_method
+from css.engine.loaders import SeededDataset
+from css.engine.trainer import Trainer
+from css.engine.settings import TrainSettings
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 
 
 class TinySeg(nn.Module):

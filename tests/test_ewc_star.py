@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from css.config import MethodConfig
-from css.methods import Objective, resolve_method
+from css.config.method import MethodConfig
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 
 
 class Tiny(nn.Module):

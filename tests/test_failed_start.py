@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from css.config import load_config
-from css.controller import run_from_config
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 from css.errors import ConfigError
 
 from _pc_fixtures import make_s3dis
@@ -200,7 +200,7 @@ def test_a_regularised_method_refuses_an_import_without_its_state(full, tmp_path
 def test_a_regularised_method_keeps_the_state_of_an_imported_css_step0(tmp_path):
     """A css step 0 trained with EWC carries its Fisher and parameters: imported, step 1 trains with
     exactly that penalty state."""
-    from css.config import load_config
+    from css.config.build import load_config
 
     run_from_config(load_config(_method_config(tmp_path, "src", "ewc")), steps="0")
     model0 = tmp_path / "runs" / "src" / "step0" / "model.pt"
@@ -218,7 +218,7 @@ def test_a_regularised_method_keeps_the_state_of_an_imported_css_step0(tmp_path)
 def test_an_error_once_training_began_keeps_the_new_run_folder_and_its_log(tmp_path, monkeypatch):
     """Only a failure before training began removes the folder: a non-finite loss in the first
     iteration of a new run (no resume.pt yet) leaves log.txt with the error for the user to read."""
-    from css import methods
+    from css.methods import objective as methods
     from css.errors import TrainingError
 
     real = methods.Objective.__call__
@@ -229,7 +229,7 @@ def test_an_error_once_training_began_keeps_the_new_run_folder_and_its_log(tmp_p
 
     monkeypatch.setattr(methods.Objective, "__call__", nan_loss)
     cfg = write_config(tmp_path, name="nan")
-    from css.config import load_config
+    from css.config.build import load_config
 
     with pytest.raises(TrainingError, match="non-finite loss at step 0, epoch 1"):
         run_from_config(load_config(cfg), steps="0")

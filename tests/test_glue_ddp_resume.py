@@ -20,9 +20,9 @@ def _worker(rank: int, world: int, port: int, full: str, part: str, out: str) ->
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from css import engine
-    from css.config import load_config
-    from css.controller import run_from_config
+    from css.engine import trainer as engine
+    from css.config.build import load_config
+    from css.controller.steps import run_from_config
     from css.distributed import shutdown
 
     try:

@@ -25,8 +25,8 @@ def _worker(rank: int, world: int, port: int, jobs: list[tuple[str, str]]) -> No
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from css.config import load_config
-    from css.controller import run_from_config
+    from css.config.build import load_config
+    from css.controller.steps import run_from_config
     from css.distributed import shutdown
 
     try:
@@ -38,10 +38,10 @@ def _worker(rank: int, world: int, port: int, jobs: list[tuple[str, str]]) -> No
 
 def _expected(cfg_path: Path, weights: Path, repeat_first_of_order: bool):
     """Confusion matrix over the step-0 test set image by image (+ the padded repeat) and the count."""
-    from css.config import load_config
+    from css.config.build import load_config
     from css.distributed import DistEnv
-    from css.handover import load_step
-    from css.modality import get_modality
+    from css.controller.handover import load_step
+    from css.modality.registry import get_modality
 
     cfg = load_config(cfg_path)
     modality = get_modality("image")
@@ -70,8 +70,8 @@ def _expected(cfg_path: Path, weights: Path, repeat_first_of_order: bool):
 
 
 def test_reference_pads_the_test_set_and_fixed_counts_each_image_once(tmp_path):
-    from css.config import load_config
-    from css.controller import run_from_config
+    from css.config.build import load_config
+    from css.controller.steps import run_from_config
 
     one = write_config(tmp_path, name="one", data={"options": OPTIONS})
     run_from_config(load_config(one), steps="0")

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from css import losses as L
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.image.models import build_model
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 from css.nn import SegOutput
 
 C_OLD, C_CUR = 3, 5  # 2-2 of 4 classes, step 1: bg + 2 old, 2 new

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from css import engine
-from css.config import load_config
-from css.controller import run_from_config
+from css.engine import trainer as engine
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 from css.distributed import DistEnv
-from css.engine import Trainer, TrainSettings
+from css.engine.trainer import Trainer
+from css.engine.settings import TrainSettings
 
 from _tiny import write_config
 

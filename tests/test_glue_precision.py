@@ -24,11 +24,13 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.distributed import DistEnv
-from css.engine import Trainer, TrainSettings
+from css.engine.trainer import Trainer
+from css.engine.settings import TrainSettings
 from css.image.models import build_model
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 TOLERANCE = {"bf16": (0.05, 0.98, 0.8), "fp16": (0.01, 0.995, 0.95)}  # terms, heads, whole update

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from css import losses as L
-from css import methods
-from css.config import load_config
-from css.controller import run_from_config
+from css.methods import objective as methods
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 
 from _tiny import write_config
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from css.distributed import DistEnv
-from css.loaders import train_loader
-from css.engine import TrainSettings
+from css.engine.loaders import train_loader
+from css.engine.settings import TrainSettings
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,11 +66,12 @@ def test_the_controller_hands_the_protocol_to_the_training_sampler(protocol):
     """Controller.settings carries cfg.protocol, so a fixed run trains without the padded tail."""
     from types import SimpleNamespace
 
-    from css.config import load_config
-    from css.controller import Controller
+    from css.config.build import load_config
+    from css.controller.steps import Controller
+    from css.modality.registry import get_modality
 
     cfg = load_config(ROOT / "configs" / "demo" / "image.yaml", [f"protocol={protocol}"])
-    settings = Controller.settings(SimpleNamespace(cfg=cfg, modality=SimpleNamespace()), 1)
+    settings = Controller.settings(SimpleNamespace(cfg=cfg, modality=get_modality("image")), 1)
     assert settings.protocol == protocol
     r0 = _batches(31, 0, 2, settings.protocol)
     assert len(r0) == (2 if protocol == "reference" else 1)

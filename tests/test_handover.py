@@ -1,4 +1,4 @@
-"""The step hand-over (css.handover): old model = model(t-1), frozen, eval mode; model(t) carries
+"""The step hand-over (css.controller.handover): old model = model(t-1), frozen, eval mode; model(t) carries
 model(t-1)'s body and old heads; the new head is initialised after the load; bad checkpoints refused."""
 
 import math
@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from css import checkpoint as ck
-from css.config import from_dict
+from css.config.build import from_dict
 from css.distributed import DistEnv
 from css.errors import CheckpointError
-from css.handover import hand_over, load_step
+from css.controller.handover import hand_over, load_step
 from css.image.modality import ImageModality
 
 ENV = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))

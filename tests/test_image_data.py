@@ -14,19 +14,14 @@ from PIL import Image
 from _image_fixtures import make_ade, make_folder, make_voc, write_png
 from _image_reference import reference_subset, voc_order
 from css.errors import ConfigError, TaskError
-import css.index
+import css.tasks.index
 from css.image import data as image_data
 from css.image import labels as image_labels
-from css.image.data import (
-    build_dataset,
-    class_presence,
-    dataset_num_labels,
-    load_dataset_task,
-    load_split,
-)
+from css.image.data import build_dataset, class_presence, load_dataset_task, load_split
+from css.image.datasets import dataset_num_labels
 from css.image.synthetic import SyntheticScenes, class_styles
 from css.image.transforms import train_transform
-from css.tasks import get_task
+from css.tasks.registry import get_task
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +78,7 @@ def test_split_index_gives_every_subset_without_touching_the_disk(voc, tmp_path,
     monkeypatch.setattr(image_data, "list_split", no_disk)
     monkeypatch.setattr(image_labels, "cache_key", no_disk)
     monkeypatch.setattr(image_labels, "histograms", no_disk)
-    monkeypatch.setattr(css.index, "files_key", no_disk)
+    monkeypatch.setattr(css.tasks.index, "files_key", no_disk)
     for (step, split, overlap), ids in expected.items():
         dataset = build_dataset("voc", None, task=task, step=step, split=split, overlap=overlap, index=index[split])
         assert dataset.ids == ids, (step, split, overlap)

@@ -13,20 +13,14 @@ import pytest
 
 from _image_fixtures import make_voc, write_png
 from _image_reference import reference_keep, voc_order
-import css.index as index_module
+import css.tasks.index as index_module
 from css.errors import ConfigError
 from css.image import data as image_data
 from css.image import labels as image_labels
-from css.image.data import (
-    build_dataset,
-    class_presence,
-    default_cache_dir,
-    label_histograms,
-    load_dataset_task,
-    subset_indices,
-)
+from css.image.data import build_dataset, class_presence, label_histograms, load_dataset_task, subset_indices
+from css.tasks.index import default_cache_dir
 from css.image.synthetic import SyntheticScenes
-from css.tasks import get_task
+from css.tasks.registry import get_task
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -144,7 +138,7 @@ def test_default_cache_dir(tmp_path, monkeypatch):
 
 
 def test_cache_key_and_file_keep_their_format(tmp_path):
-    """Caches written before css.index held the cache stay valid: same key, name and content."""
+    """Caches written before css.tasks.index held the cache stay valid: same key, name and content."""
     import hashlib
 
     make_voc(tmp_path, num_train=3, num_val=1)

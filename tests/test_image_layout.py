@@ -11,7 +11,7 @@ from _image_fixtures import make_ade, make_voc, write_png
 from _image_reference import voc_order
 from css.errors import ConfigError, DataError, TaskError
 from css.image.data import build_dataset, label_histograms
-from css.tasks import get_task
+from css.tasks.registry import get_task
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from css.errors import ConfigError
-from css.image.models import DeepLabHead, build_model, make_norm
+from css.image.deeplab import DeepLabHead
+from css.image.models import build_model
+from css.image.layers import make_norm
 from css.nn import SegOutput
 
 from _image_model import randomise_norms, small

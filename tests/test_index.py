@@ -1,5 +1,5 @@
-"""css.index: the presence rules both modalities feed to Task.select, and the on-disk cache of
-per-item label counts (docs/contracts.md#cssindex)."""
+"""css.tasks.index: the presence rules both modalities feed to Task.select, and the on-disk cache of
+per-item label counts (docs/contracts.md#csstasksindex)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import css.index as index_module
-from css.index import (
-    ClassIndex, cache_file, cache_folder, cached_counts, default_cache_dir, files_key, presence_any,
-    presence_share,
-)
+import css.tasks.index as index_module
+from css.tasks.index import (ClassIndex, cache_file, cache_folder, cached_counts, default_cache_dir, files_key,
+                             presence_any, presence_share)
 
 # --- presence rules --------------------------------------------------------------------------
 
@@ -58,7 +56,7 @@ def test_presence_any_and_class_index():
 def css_warnings(caplog, monkeypatch):
     """caplog that also sees css.* records after a run set the "css" logger not to propagate."""
     monkeypatch.setattr(logging.getLogger("css"), "propagate", True)
-    with caplog.at_level(logging.WARNING, logger="css.index"):
+    with caplog.at_level(logging.WARNING, logger="css.tasks.index"):
         yield caplog
 
 

@@ -6,11 +6,13 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.distributed import DistEnv
-from css.engine import Trainer, TrainSettings, evaluate
+from css.engine.trainer import Trainer, evaluate
+from css.engine.settings import TrainSettings
 from css.errors import ConfigError, DataError
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 
 from test_engine import TinySeg
 

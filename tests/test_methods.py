@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from css import losses as L
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.errors import ConfigError
-from css.methods import Objective, downsample_labels, resolve_method
+from css.methods.objective import Objective, downsample_labels
+from css.methods.resolve import resolve_method
 
 
 def test_presets_match_reference_table():

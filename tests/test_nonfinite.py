@@ -7,14 +7,16 @@ import logging
 import pytest
 import torch
 
-import css.methods
+import css.methods.objective
 from css import train
 from css.cli import run_cli
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.distributed import DistEnv
-from css.engine import Trainer, TrainSettings
+from css.engine.trainer import Trainer
+from css.engine.settings import TrainSettings
 from css.errors import CSSError, TrainingError
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 
 from _tiny import write_config
 from test_engine import TinySeg, _data
@@ -33,7 +35,7 @@ def _poison(monkeypatch, bad_calls, term="ce", value=float("nan")):
             terms = dict(terms, **{term: terms.get(term, loss.detach()) * value})
         return loss, terms
 
-    monkeypatch.setattr(css.methods.Objective, "__call__", call)
+    monkeypatch.setattr(css.methods.objective.Objective, "__call__", call)
     return count
 
 
@@ -122,7 +124,7 @@ def test_rerun_with_skip_nonfinite_resumes(tmp_path, monkeypatch, capsys):
 
 
 def test_negative_skip_nonfinite_is_a_config_error(tmp_path):
-    from css.config import load_config
+    from css.config.build import load_config
     from css.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"train.skip_nonfinite must be >= 0"):

@@ -9,14 +9,18 @@ import pytest
 import torch
 from torch import nn
 
-from css import best_epoch, controller
-from css.best_epoch import BestOnTest, best_path, selects_best_on_test
-from css.config import MethodConfig, load_config
-from css.controller import run_from_config
-from css.engine import TrainSettings, build_optimizer
+from css.engine import best_epoch
+from css.controller import steps as controller
+from css.engine.best_epoch import BestOnTest, best_path, selects_best_on_test
+from css.config.method import MethodConfig
+from css.config.build import load_config
+from css.controller.steps import run_from_config
+from css.engine.settings import TrainSettings
+from css.engine.schedules import build_optimizer
 from css.errors import ConfigError
 from css.heads import IncrementalHead, IncrementalModel
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 from css.pointcloud.models import build_model
 
 from _pc_tiny import write_pc_config
@@ -201,7 +205,7 @@ def _scripted_joint_run(tmp_path, monkeypatch, scores, **sections):
     """A joint (offline) run; the test mIoUs of the hook are ``scores``; returns (run folder,
     model.pt's weights, {epoch: weights when evaluated}, last epoch's weights)."""
     it = iter(scores)
-    monkeypatch.setattr(controller, "step_summary", lambda cm, task, num_base: {"all": next(it)})
+    monkeypatch.setattr(controller, "step_summary", lambda cm, task: {"all": next(it)})
     evaluated = {}
     original_call = best_epoch.BestOnTest.__call__
 
@@ -249,7 +253,7 @@ def test_joint_fixed_keeps_the_last_epoch(tmp_path, monkeypatch):
 
 
 def test_joint_best_epoch_survives_an_interruption(tmp_path, monkeypatch):
-    from css import engine
+    from css.engine import trainer as engine
 
     original = engine.Trainer._epoch
 

@@ -10,9 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.errors import ConfigError
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 from css.pointcloud.models import build_model, sample_seeds
 
 IGN = 255

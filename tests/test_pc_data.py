@@ -14,7 +14,7 @@ from _pc_fixtures import FOLDER_CLASSES, make_folder, make_s3dis, make_scannet
 from css.errors import ConfigError, DataError, TaskError
 from css.pointcloud.data import build_dataset, dataset_summary, load_dataset_task, open_split
 from css.pointcloud.transforms import rotate_jitter
-from css.tasks import Task
+from css.tasks.task import Task
 
 S3DIS_STEPS = [[0, 1, 2], [3], [4, 5]]
 SCANNET_STEPS = [[1, 2], [3, 17]]

@@ -7,10 +7,10 @@ import shutil
 
 import pytest
 
-from css.config import load_config
-from css.controller import run_from_config
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 from css.pointcloud.store import BlockStore
-from css.reports import read_results_csv
+from css.results.csvfile import read_results_csv
 
 from _pc_tiny import write_pc_config
 

@@ -20,10 +20,11 @@ import torch
 
 from _pc_raw import naive_tiles
 from css.cli import run_cli
-from css.config import load_config
+from css.config.build import load_config
 from css.errors import DataError
 from css.pointcloud.data import build_dataset, load_dataset_task
-from css.pointcloud.modality import PointCloudModality, in_channels
+from css.pointcloud.modality import PointCloudModality
+from css.pointcloud.channels import in_channels
 from css.pointcloud.prepare import las
 from css.pointcloud.prepare.__main__ import main
 from css.pointcloud.store import BlockStore

@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from css import losses as L
-from css.config import MethodConfig
+from css.config.method import MethodConfig
 from css.errors import ConfigError
-from css.methods import Objective, resolve_method
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
 from css.nn import SegOutput
 
 from _pc_tiny import write_pc_config
@@ -162,7 +163,7 @@ def test_two_steps_from_the_cli(tmp_path, protocol):
 @pytest.mark.parametrize("protocol", ["fixed", "reference"])
 def test_every_preset_resolves_to_itself_again(modality, dataset, protocol):
     # The controller resolves the method of a saved (already resolved) config again.
-    from css.methods import method_names
+    from css.methods.resolve import method_names
 
     for name in method_names():
         try:

@@ -6,15 +6,16 @@ import math
 import pytest
 import torch
 
-from css.config import MethodConfig
-from css.handover import freeze
-from css.methods import PRESETS, Objective, resolve_method
+from css.config.method import MethodConfig
+from css.controller.handover import freeze
+from css.methods.objective import Objective
+from css.methods.resolve import method_names, resolve_method
 from css.pointcloud.models import build_model
 
 HEADS = [4, 2]  # synthetic background + 3 classes, then 2 new classes
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(method_names()))
 def test_every_preset_runs_one_point_cloud_iteration(name):
     torch.manual_seed(0)
     old = build_model(HEADS[:1], k=4)

@@ -5,9 +5,11 @@ import math
 import torch
 
 from css.metrics import ConfusionMatrix
-from css.pointcloud.modality import class_predictor
-from css.reports import build_results, format_table, step_entry
-from css.tasks import get_task
+from css.pointcloud.channels import class_predictor
+from css.results.jsonfile import build_results
+from css.results.summary import step_entry
+from css.results.tables import format_table
+from css.tasks.registry import get_task
 
 
 def _cm():
@@ -49,7 +51,7 @@ def test_prediction_ignores_background_once_every_class_is_learnt():
 
 
 def test_results_csv_carries_oa_for_point_clouds(tmp_path):
-    from css.reports import append_results_row, read_results_csv, summarize_csv_rows
+    from css.results.csvfile import append_results_row, read_results_csv, summarize_csv_rows
 
     path = tmp_path / "results.csv"
     append_results_row(path, 0, [None, 0.5, 0.7], 4, 0.6, oa=0.8)
@@ -64,7 +66,7 @@ def test_results_csv_carries_oa_for_point_clouds(tmp_path):
 
 def test_results_entry_records_c_old_and_the_base_split():
     """num_old is C_old of the step (channels learnt before it), num_base the step-0 channels."""
-    from css import recording
+    from css.results import recording
 
     task = get_task("s3dis", "8-1")  # synthetic background + 8 classes, then one class per step
     cm = ConfusionMatrix(task.num_classes(2))
@@ -76,10 +78,12 @@ def test_results_entry_records_c_old_and_the_base_split():
 
 
 def test_a_full_block_and_a_step_entry_share_one_figures_builder():
-    """recording.full_block and reports.step_entry take their summary / iou / mean_iou from the one
-    reports.metric_figures (same keys, same order, same numbers for the same matrix), and the
+    """recording.full_block and summary.step_entry take their summary / iou / mean_iou from the one
+    summary.metric_figures (same keys, same order, same numbers for the same matrix), and the
     full-coverage final is computed by build_results' own code from those blocks."""
-    from css import recording, reports
+    from css.results import recording
+    from css.results.jsonfile import dumps_json
+    from css.results.summary import class_ious, metric_figures, step_summary
 
     task = get_task("s3dis", "8-1")
     cm = ConfusionMatrix(task.num_classes(1))
@@ -87,10 +91,10 @@ def test_a_full_block_and_a_step_entry_share_one_figures_builder():
     cm.matrix[4] = 0  # a class without ground truth: null IoU in both
     cm.full, cm.points, cm.blocks = cm, 123, 4  # the same matrix as its own full-coverage one
     entry, summary = recording.step_entry(cm, task, 1, 4, None, None)
-    figures = reports.metric_figures(*recording._summary(cm, task))
+    figures = metric_figures(step_summary(cm, task), class_ious(cm))
     assert list(entry["full"]) == ["metric", *figures, "num_points", "num_blocks"]
     assert {k: entry["full"][k] for k in figures} == {k: entry[k] for k in figures} == figures
     assert list(entry)[:len(figures) + 4] == ["step", "num_old", "num_base", "num_classes", *figures]
     assert summary["full"] == entry["summary"]
     doc = build_results([entry], task.channel_names(1), {}, background=False)
-    assert reports.dumps_json(doc["full"]["final"]) == reports.dumps_json(doc["final"])
+    assert dumps_json(doc["full"]["final"]) == dumps_json(doc["final"])

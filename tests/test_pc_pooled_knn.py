@@ -76,13 +76,13 @@ def test_xyz_knn_pooled_uses_it_and_returns_flat_indices():
 
 
 def test_a_neighbour_beyond_the_searched_cells_sends_the_query_to_the_next_pass():
-    from css.pointcloud.pooled_knn import _grid_pass
+    from css.pointcloud.pooled_knn import grid_pass
 
     # Cells of side 1 from x = 0: q = (1.9, .5, .5) is in cell 1 and searches cells 0..2, which
     # hold B = (0, .5, .5) at distance 1.9; A = (3.05, .5, .5) in cell 3 is nearer (1.15). The
     # region's nearest face is 1.1 from q < 1.9: q is not resolved on this grid.
     points = torch.tensor([[0.0, 0.5, 0.5], [1.9, 0.5, 0.5], [3.05, 0.5, 0.5], [5.0, 0.0, 0.0]])
     out = torch.full((4, 2), -1, dtype=torch.int64)
-    failed = _grid_pass(points, torch.arange(4), 2, 1.0, points.amin(dim=0), out)
+    failed = grid_pass(points, torch.arange(4), 2, 1.0, points.amin(dim=0), out)
     assert 1 in failed.tolist() and out[1].tolist() == [-1, -1]
     assert grid_knn(points, 2, BYTES)[1].tolist() == [1, 2]  # self, then A

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from css import checkpoint as ck
-from css.config import load_config
+from css.config.build import load_config
 from css.distributed import DistEnv
 from css.errors import CSSError
-from css.modality import get_modality
+from css.modality.registry import get_modality
 from css.pointcloud import render
-from css.pointcloud.predict import _store_cloud
+from css.pointcloud.predict import store_cloud
 from css.pointcloud.store import BlockStore, write_split
-from css.tasks import S3DIS_CLASSES
+from css.tasks.tables import S3DIS_CLASSES
 
 from _pc_fixtures import S3DIS_TEST, make_s3dis
 from _pc_tiny import write_pc_config
@@ -169,7 +169,7 @@ def test_predict_feeds_the_model_the_features_of_the_dataset(setup, monkeypatch,
 
 def test_a_whole_scene_merges_border_points(tmp_path):
     store, unique = _shared_store(tmp_path / "test.h5")
-    cloud = _store_cloud(store, "r", [0, 1], "reference")
+    cloud = store_cloud(store, "r", [0, 1], "reference")
     assert len(cloud.coord) == unique and len(cloud.label) == unique
     first, second = cloud.blocks
     assert len(first) == 50 and len(second) == 40

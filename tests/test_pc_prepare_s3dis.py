@@ -13,7 +13,7 @@ from css.pointcloud.prepare import s3dis
 from css.pointcloud.prepare.__main__ import main
 from css.pointcloud.prepare.pipeline import Options, partial_path, prepare, read_partial
 from css.pointcloud.store import BlockStore
-from css.tasks import S3DIS_CLASSES
+from css.tasks.tables import S3DIS_CLASSES
 
 CLASS = {"ceiling": 0, "floor": 1, "chair": 8, "stairs": 12}   # stairs is not a class: clutter
 

@@ -8,14 +8,15 @@ import math
 import pytest
 import torch
 
-from css.config import MethodConfig
-from css.engine import TrainSettings
+from css.config.method import MethodConfig
+from css.engine.settings import TrainSettings
 from css.errors import ConfigError
-from css.methods import Objective, resolve_method
-from css.methods_pc import separate_classifier_ce
+from css.methods.objective import Objective
+from css.methods.resolve import resolve_method
+from css.losses.classification import separate_classifier_ce
 from css.nn import SegOutput
 from css.pointcloud.models import build_model
-from css.schedules import build_optimizer
+from css.engine.schedules import build_optimizer
 
 from _pc_tiny import write_pc_config
 

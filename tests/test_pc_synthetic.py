@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from css.errors import ConfigError
-from css.index import presence_share
+from css.tasks.index import presence_share
 from css.pointcloud import synthetic
 from css.pointcloud.data import build_dataset, load_dataset_task, open_split
 from css.pointcloud.store import BlockStore

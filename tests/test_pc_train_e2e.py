@@ -13,13 +13,13 @@ import pytest
 import torch
 import yaml
 
-from css import engine
+from css.engine import trainer as engine
 from css.checkpoint import unwrap
-from css.config import load_config
-from css.controller import run_from_config
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 from css.nn import BatchNormAct
 from css.pointcloud.models import MCDropout
-from css.reports import read_results_csv
+from css.results.csvfile import read_results_csv
 
 from _pc_tiny import write_pc_config
 from _run_folder import crash_in_step1_epoch1

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from css import engine
-from css.config import load_config
-from css.controller import run_from_config
+from css.engine import trainer as engine
+from css.config.build import load_config
+from css.controller.steps import run_from_config
 
 from _tiny import write_config
 
@@ -30,7 +30,7 @@ def test_mixed_precision_run_trains_and_records_precision(tmp_path, monkeypatch,
         return original(dev, prec)
 
     monkeypatch.setattr(engine, "autocast", spy)
-    from css import controller
+    from css.controller import steps as controller
 
     monkeypatch.setattr(controller, "cpu_has_bf16", lambda: False)  # as on this project's CI machine
     cfg = load_config(write_config(tmp_path, device=device, train={**_train(), "precision": precision}))
@@ -71,7 +71,7 @@ def test_cpu_bf16_detection_reads_cpuinfo(tmp_path):
 def test_fp16_overflow_iterations_do_not_poison_the_epoch_mean(tmp_path, monkeypatch):
     """An iteration whose fp16 loss overflows is skipped by the scaler, counted in ``skipped``,
     left out of the logged mean, and hidden from the regulariser (an inf Fisher would stay)."""
-    from css import methods
+    from css.methods import objective as methods
 
     losses = []
     real_call = methods.Objective.__call__

@@ -14,20 +14,10 @@ import torch
 from css import report
 from css.errors import CSSError
 from css.metrics import ConfusionMatrix
-from css.reports import (
-    append_results_row,
-    build_metadata,
-    build_results,
-    collect_versions,
-    dumps_json,
-    format_table,
-    git_commit,
-    plot_miou_per_step,
-    read_results_csv,
-    read_results_json,
-    summarize_csv_rows,
-    write_results_json,
-)
+from css.results.csvfile import append_results_row, read_results_csv, summarize_csv_rows
+from css.results.jsonfile import build_results, dumps_json, read_results_json, write_results_json
+from css.results.metadata import build_metadata, collect_versions, git_commit
+from css.results.tables import format_table, plot_miou_per_step
 from css.utils import atomic_torch_save, atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -264,7 +254,7 @@ def test_no_full_final_unless_every_step_has_it():
 
 
 def test_the_log_line_names_each_metric():
-    from css.recording import format_summary
+    from css.results.recording import format_summary
 
     s = {"bg": math.nan, "old": 0.5, "new": 0.25, "all": 0.4, "hiou": 1 / 3, "oa": 0.9}
     assert format_summary(1, 9, s) == ("step 1 test (9 samples): bg   -   | old 50.00 | new 25.00 | all 40.00 | "

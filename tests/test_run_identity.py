@@ -5,8 +5,8 @@ Both modalities."""
 import pytest
 import yaml
 
-from css import controller
-from css.controller import run_from_config
+from css.controller import steps as controller
+from css.controller.steps import run_from_config
 from css.errors import CSSError
 
 from _run_folder import (BASE_LR, MODALITIES, copy_run, crash_in_step1_epoch1, digest, finished_run, ious,
@@ -151,7 +151,7 @@ def test_train_cli_passes_redo_from(tmp_path, monkeypatch):
 def test_switching_on_full_coverage_is_not_a_config_change():
     """data.full_coverage only adds an evaluation (docs/pointcloud-evaluation.md#full-coverage): a run may
     resume with it switched on; a training key beside it still counts."""
-    from css import identity
+    from css.config import identity
 
     saved = {"modality": "pointcloud", "data": {"full_coverage": None, "num_points": 2048}, "train": {"lr": 0.001}}
     now = {"modality": "pointcloud", "data": {"full_coverage": True, "num_points": 2048}, "train": {"lr": 0.001}}

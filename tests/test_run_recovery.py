@@ -15,9 +15,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from css import evaluate as ev
-from css.controller import run_from_config
+from css.controller.steps import run_from_config
 from css.distributed import DistEnv
-from css.engine import Trainer, TrainSettings
+from css.engine.trainer import Trainer
+from css.engine.settings import TrainSettings
 from css.errors import CheckpointError, CSSError
 
 from _run_folder import (MODALITIES, copy_run, crash_in_step1_epoch1, digest, finished_run, ious, make_config,
@@ -71,8 +72,7 @@ def test_the_trainer_moves_an_unreadable_resume_file_aside(tmp_path, caplog):
                       dataset=TensorDataset(torch.zeros(8, 2), torch.zeros(8)),
                       env=DistEnv(0, 1, 0, torch.device("cpu")),
                       settings=TrainSettings(epochs=2, lr=0.1, batch_size=4), resume_file=resume)
-    trainer.extra_state = {"config_hash": "abc"}
-    state = trainer._state(1)
+    state = trainer.resume.state(1, trainer.history, {"config_hash": "abc"})
     assert state["config_hash"] == "abc" and state["epoch"] == 1
     resume.write_bytes(b"PK\x03\x04 not a whole file")
     with caplog.at_level(logging.WARNING, logger="css"):
@@ -167,16 +167,19 @@ def test_evaluate_write_rebuilds_the_results_files(full, tmp_path, capsys):
 
 
 def test_results_csv_from_the_json_entries_is_the_reference_layout(tmp_path):
-    """recording.write_csv gives, row for row, what reports.append_results_row writes
-    (docs/protocol-2d.md#results-csv): x for unseen classes, X for absent ones, oa= for point clouds."""
-    from css import recording, reports
+    """recording.write_entries_csv writes the reference layout (docs/protocol-2d.md#results-csv): x for
+    unseen classes, X for absent ones, oa= for point clouds; append_results_row, through the same
+    row rule, writes the same file row by row."""
+    from css.results import recording
+    from css.results.csvfile import append_results_row
 
     entries = [{"step": 0, "iou": [0.9, None, 0.25], "mean_iou": 0.575, "summary": {"oa": 0.8}},
                {"step": 1, "iou": [0.8, 0.1, 0.2, 0.3, None], "mean_iou": 0.35, "summary": {"oa": 0.7}}]
-    for pointcloud in (False, True):
-        expected, got = tmp_path / f"a{pointcloud}.csv", tmp_path / f"b{pointcloud}.csv"
+    for with_oa, tails in ((False, ("", "")), (True, (",oa=0.8", ",oa=0.7"))):
+        expected, got = tmp_path / f"a{with_oa}.csv", tmp_path / f"b{with_oa}.csv"
+        recording.write_entries_csv(got, entries, 6, with_oa=with_oa)
+        assert got.read_text() == f"0,0.9,X,0.25,x,x,x,0.575{tails[0]}\n1,0.8,0.1,0.2,0.3,X,x,0.35{tails[1]}\n"
         for e in entries:
-            reports.append_results_row(expected, e["step"], e["iou"], 6, e["mean_iou"],
-                                       oa=e["summary"]["oa"] if pointcloud else None)
-        recording.write_csv(got, entries, 6, pointcloud)
+            append_results_row(expected, e["step"], e["iou"], 6, e["mean_iou"],
+                               oa=e["summary"]["oa"] if with_oa else None)
         assert got.read_text() == expected.read_text()

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from css.config import load_config, step_value
-from css.methods import resolve_method
+from css.config.build import load_config
+from css.config.schema import step_value
+from css.methods.resolve import resolve_method
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

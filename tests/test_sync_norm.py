@@ -84,7 +84,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results = {name: run_case(case, part) for name, case in make_cases().items()}
         results["model"] = run_model(part)
         try:
-            from css.image.models import make_norm
+            from css.image.layers import make_norm
 
             make_norm("iabn_sync")
             results["iabn_sync_error"] = ""

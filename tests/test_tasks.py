@@ -4,7 +4,7 @@ errors in test_tasks_errors.py."""
 
 import pytest
 
-from css.tasks import get_task, list_tasks
+from css.tasks.registry import get_task, list_tasks
 
 # --- VOC tables (docs/protocol-2d.md#task-tables) -------------------------------------------------
 

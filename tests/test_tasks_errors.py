@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from css.errors import TaskError
-from css.tasks import Task, get_task, list_tasks, load_task, task_from_steps
+from css.tasks.task import Task
+from css.tasks.registry import get_task, list_tasks, load_task, task_from_steps
 
 
 # --- errors ---------------------------------------------------------------------------------------

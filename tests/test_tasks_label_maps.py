@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from css.errors import DataError
-from css.tasks import get_task
+from css.tasks.registry import get_task
 
 
 # --- label maps: VOC ----------------------------------------------------------------------------

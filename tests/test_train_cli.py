@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import css.controller
+import css.controller.steps
 from css import train
 from css.errors import CheckpointError, ConfigError
 
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def calls(monkeypatch):
     """Replace the controller: record what css.train hands it."""
     seen = []
-    monkeypatch.setattr(css.controller, "run_from_config",
+    monkeypatch.setattr(css.controller.steps, "run_from_config",
                         lambda cfg, **kw: seen.append((cfg, kw)))
     return seen
 

@@ -12,10 +12,11 @@ import pytest
 import torch
 import yaml
 
-from css.config import load_config
-from css.controller import parse_steps, run_from_config
+from css.config.build import load_config
+from css.controller.start import parse_steps
+from css.controller.steps import run_from_config
 from css.errors import CheckpointError, ConfigError
-from css.reports import read_results_csv
+from css.results.csvfile import read_results_csv
 
 from _run_folder import crash_in_step1_epoch1
 from _tiny import write_config

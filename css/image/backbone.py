@@ -1,6 +1,6 @@
 """The ResNet body of DeepLabV3, stages mod1..mod5 (docs/protocol-2d-model.md#backbone): residual blocks
 whose last block per stage also returns its pre-activation sum (for Local POD), dilated per
-output stride. Its names stay importable from css.image.models.
+output stride.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from css.errors import ConfigError
-from css.image.layers import LEAKY_SLOPE, NormFactory, _conv
+from css.image.layers import LEAKY_SLOPE, NormFactory, conv
 
 # name -> (block kind, blocks per stage mod2..mod5)
 BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
@@ -26,7 +26,7 @@ BACKBONES: dict[str, tuple[str, tuple[int, int, int, int]]] = {
 DILATIONS = {16: (1, 1, 1, 2), 8: (1, 1, 2, 4)}
 
 
-def _check_choices(backbone: str, output_stride: int) -> None:
+def check_choices(backbone: str, output_stride: int) -> None:
     if backbone not in BACKBONES:
         raise ConfigError(
             f"model.backbone: unknown backbone {backbone!r}; valid choices: {', '.join(BACKBONES)}"
@@ -58,18 +58,18 @@ class ResidualBlock(nn.Module):
         layers: list[tuple[str, nn.Module]]
         if len(channels) == 2:
             layers = [
-                ("conv1", _conv(in_channels, channels[0], 3, stride, dilation)),
+                ("conv1", conv(in_channels, channels[0], 3, stride, dilation)),
                 ("bn1", norm(channels[0], "leaky_relu")),
-                ("conv2", _conv(channels[0], channels[1], 3, 1, dilation)),
+                ("conv2", conv(channels[0], channels[1], 3, 1, dilation)),
                 ("bn2", norm(channels[1], "identity")),
             ]
         elif len(channels) == 3:
             layers = [
-                ("conv1", _conv(in_channels, channels[0], 1)),
+                ("conv1", conv(in_channels, channels[0], 1)),
                 ("bn1", norm(channels[0], "leaky_relu")),
-                ("conv2", _conv(channels[0], channels[1], 3, stride, dilation)),  # stride on the 3x3
+                ("conv2", conv(channels[0], channels[1], 3, stride, dilation)),  # stride on the 3x3
                 ("bn2", norm(channels[1], "leaky_relu")),
-                ("conv3", _conv(channels[1], channels[2], 1)),
+                ("conv3", conv(channels[1], channels[2], 1)),
                 ("bn3", norm(channels[2], "identity")),
             ]
         else:
@@ -77,7 +77,7 @@ class ResidualBlock(nn.Module):
         self.convs = nn.Sequential(OrderedDict(layers))
         out_channels = channels[-1]
         if stride != 1 or in_channels != out_channels:
-            self.proj_conv = _conv(in_channels, out_channels, 1, stride)
+            self.proj_conv = conv(in_channels, out_channels, 1, stride)
             self.proj_bn = norm(out_channels, "identity")
         else:
             self.proj_conv = None
@@ -113,7 +113,7 @@ class ResNet(nn.Module):
         self, backbone: str, norm: NormFactory, output_stride: int = 16, base_channels: int = 64
     ) -> None:
         super().__init__()
-        _check_choices(backbone, output_stride)
+        check_choices(backbone, output_stride)
         kind, depths = BACKBONES[backbone]
         b = base_channels
         self.mod1 = nn.Sequential(

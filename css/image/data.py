@@ -2,15 +2,13 @@
 synthetic benchmark.
 
 ``load_split`` checks one split's files and reads the label histogram of every image once
-(css.image.labels; cached on disk by css.index). ``build_dataset`` then keeps the images
+(css.image.labels; cached on disk by css.tasks.index). ``build_dataset`` then keeps the images
 ``Task.select`` picks for a step -- an image shows a label when any pixel has it
 (docs/tasks.md#selection) -- in the dataset's own order, and remaps targets with ``Task.remap``
 after the spatial transform (docs/protocol-2d.md#transforms).
 
 Where things live: the datasets and their layouts in css.image.datasets (voc.py, ade.py,
-folder.py, synthetic.py), label files in css.image.labels, the count cache in css.index. The
-names this module used to define are re-exported below, so ``from css.image.data import X``
-keeps working.
+folder.py, synthetic.py), label files in css.image.labels, the count cache in css.tasks.index.
 """
 
 from __future__ import annotations
@@ -27,23 +25,13 @@ from torchvision import tv_tensors
 
 from css.errors import ConfigError, DataError, TaskError
 from css.image import labels as label_files
-from css.image.datasets import (
-    ADE_LAYOUT, DATASETS, FOLDER_LAYOUT, IGNORE_LABEL, SPLITS, VOC_LAYOUT, Listing, check_name,
-    check_split, class_names, dataset_num_labels, list_split, synthetic, synthetic_options,
-)
+from css.image.datasets import check_name, class_names, list_split, synthetic
 from css.image.datasets.checks import damaged, verified_images
+from css.image.datasets.listing import IGNORE_LABEL, Listing, check_split
 from css.image.datasets.synthetic import SyntheticSource
-from css.image.labels import cache_key
-from css.index import ClassIndex, default_cache_dir, presence_any
-from css.tasks import Task, load_task
-
-__all__ = [
-    "ADE_LAYOUT", "DATASETS", "FOLDER_LAYOUT", "IGNORE_LABEL", "SPLITS", "VOC_LAYOUT", "Listing",
-    "SegmentationDataset", "SplitIndex", "build_dataset", "cache_key", "class_names",
-    "class_presence", "dataset_num_labels", "default_cache_dir", "label_histograms", "list_split",
-    "load_dataset_task", "load_split", "subset_indices", "synthetic_options",
-]
-
+from css.tasks.index import ClassIndex, presence_any
+from css.tasks.registry import load_task
+from css.tasks.task import Task
 
 # --- where items come from --------------------------------------------------------------------
 
@@ -143,7 +131,7 @@ class SplitIndex:
         return self.hist.shape[1] - 1
 
     def class_index(self) -> ClassIndex:
-        """The split as the modality-agnostic css.index.ClassIndex (sizes include ignore)."""
+        """The split as the modality-agnostic css.tasks.index.ClassIndex (sizes include ignore)."""
         return ClassIndex(self.ids, self.hist[:, :-1], self.hist.sum(axis=1))
 
     def presence(self) -> np.ndarray:

@@ -1,6 +1,5 @@
 """The DeepLabV3 ASPP head (docs/protocol-2d-model.md#head) and the incremental model: body, head and one
-classifier conv per step (docs/protocol-2d-model.md#classifier). Their names stay importable from
-css.image.models.
+classifier conv per step (docs/protocol-2d-model.md#classifier).
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from torch import Tensor, nn
 from css.errors import ConfigError
 from css.heads import IncrementalHead, IncrementalModel
 from css.image.backbone import ResNet
-from css.image.layers import LEAKY_SLOPE, NormFactory, _conv
+from css.image.layers import LEAKY_SLOPE, NormFactory, conv
 from css.nn import SegOutput
 
 # ASPP rates per output stride (docs/protocol-2d-model.md#head: 32, not 36, at OS8).
@@ -45,14 +44,14 @@ class DeepLabHead(nn.Module):
             raise ConfigError(f"model.output_stride must be 8 or 16, got {output_stride!r}")
         self.pooling_size = pooling_size
         self.map_convs = nn.ModuleList(
-            [_conv(in_channels, hidden_channels, 1)]
-            + [_conv(in_channels, hidden_channels, 3, dilation=rate) for rate in ASPP_RATES[output_stride]]
+            [conv(in_channels, hidden_channels, 1)]
+            + [conv(in_channels, hidden_channels, 3, dilation=rate) for rate in ASPP_RATES[output_stride]]
         )
         self.map_bn = norm(4 * hidden_channels, "leaky_relu")
-        self.red_conv = _conv(4 * hidden_channels, out_channels, 1)
-        self.global_pooling_conv = _conv(in_channels, hidden_channels, 1)
+        self.red_conv = conv(4 * hidden_channels, out_channels, 1)
+        self.global_pooling_conv = conv(in_channels, hidden_channels, 1)
         self.global_pooling_bn = norm(hidden_channels, "leaky_relu")
-        self.pool_red_conv = _conv(hidden_channels, out_channels, 1)
+        self.pool_red_conv = conv(hidden_channels, out_channels, 1)
         self.red_bn = norm(out_channels, "leaky_relu")
         self.reset_parameters()
 

@@ -2,8 +2,8 @@
 
 A label file is a single-channel PNG of dataset label ids. Its histogram counts the pixels of
 every label 0..num_labels-1 and, in a last column, the ignore pixels. The histograms of a split
-are read in parallel once and cached on disk by ``css.index.cached_counts``, keyed by every label
-file's path, size and mtime (docs/contracts.md#cssindex); each step's subset is then derived in
+are read in parallel once and cached on disk by ``css.tasks.index.cached_counts``, keyed by every label
+file's path, size and mtime (docs/contracts.md#csstasksindex); each step's subset is then derived in
 memory (docs/tasks.md#selection).
 """
 
@@ -20,7 +20,7 @@ from PIL import Image
 from css.errors import DataError
 from css.image.datasets.checks import DamagedFile, damaged, image_problem, report
 from css.image.datasets.listing import Listing
-from css.index import cache_folder, cached_counts, files_key
+from css.tasks.index import cache_folder, cached_counts, files_key
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def cache_key(listing: Listing) -> str:
 def histograms(
     listing: Listing, root: str | os.PathLike, cache_dir: str | os.PathLike | None
 ) -> np.ndarray:
-    """The split's histograms: cached in ``cache_dir`` (default: css.index.default_cache_dir)."""
+    """The split's histograms: cached in ``cache_dir`` (default: css.tasks.index.default_cache_dir)."""
     folder = cache_folder(cache_dir, Path(root))
     return cached_counts(
         folder, listing.name, listing.split, cache_key(listing), listing.ids,

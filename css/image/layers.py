@@ -7,7 +7,6 @@ Normalisation (``norm``):
 - "bn": css.nn.BatchNormAct, pure torch, synchronised across processes (CPU, gloo or nccl).
 All use leaky-ReLU 0.01, eps 1e-5, momentum 0.1; bn3/proj_bn (and bn2 of basic blocks) use the
 identity activation. InPlaceABN's scale is |gamma| + eps where BatchNormAct's is gamma.
-Their names stay importable from css.image.models.
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from css.distributed import process_group_up
 from css.errors import ConfigError, require
 from css.nn import BatchNormAct
 
@@ -78,12 +78,12 @@ def make_norm(norm: str, process_group: Any = None) -> NormFactory:
 
 def _distributed_world_size(process_group: Any = None) -> int:
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
+    if not process_group_up():
         return 1
     return dist.get_world_size(process_group)
 
 
-def _conv(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
+def conv(c_in: int, c_out: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Conv2d:
     """Bias-free conv with 'same' padding for odd kernels (dilation-aware)."""
     padding = dilation * (kernel // 2)
     return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, dilation=dilation, bias=False)

@@ -1,33 +1,40 @@
 """The image modality: DeepLabV3 models and VOC / ADE20k / folder / synthetic datasets for the
-step controller (css.controller)."""
+step controller (css.controller), and its inspection and predictions."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
-import logging
-
+from css.config.schema import TrainConfig
 from css.errors import CheckpointError, ConfigError
-from css.tasks import Task
+from css.image.config import CHOICES, ImageDataConfig, ImageModelConfig, check_config
+from css.modality.protocol import Modality
+from css.tasks.task import Task
 
 log = logging.getLogger("css")
 
 
-class ImageModality:
+class ImageModality(Modality):
     name = "image"
     collate = None  # training crops and evaluation crops have one size: default collation
+    config_sections = {"data": ImageDataConfig, "model": ImageModelConfig, "train": TrainConfig}
+    config_choices = CHOICES
+    predict_flags = ("--images",)
 
     def __init__(self) -> None:
         # One SplitIndex per (dataset, root, split, ...) for the life of a run: every step's
         # subset is then derived in memory (css.image.data.load_split).
         self._splits: dict[tuple, Any] = {}
 
+    def check_config(self, cfg, where: str) -> None:
+        check_config(cfg, where)
+
     def task(self, cfg) -> Task:
         from css.image.data import load_dataset_task
-
-        from css.modality import task_from_config
+        from css.tasks.registry import task_from_config
 
         return task_from_config(cfg, load_dataset_task)
 
@@ -66,8 +73,8 @@ class ImageModality:
         return load_reference_weights(model, path, strict=True)
 
     def evaluate(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
-        from css.config import step_value
-        from css.engine import evaluate
+        from css.config.schema import step_value
+        from css.engine.trainer import evaluate
 
         batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
         if cfg.data.eval_mode == "whole":
@@ -90,3 +97,20 @@ class ImageModality:
             self._splits[key] = load_split(d.dataset, d.root, split, cache_dir=d.cache_dir, options=d.options or None)
         return build_dataset(d.dataset, d.root, task=task, step=step, split=split, overlap=d.overlap,
                              transform=tf, index=self._splits[key])
+
+    # ------------------------------------------------------------------------------------------
+    def inspect(self, dataset: str, root: str | None, spec: Any, *, overlap: bool, options: dict | None,
+                protocol: str, cache_dir: str | None, cfg=None) -> str:
+        from css.image.inspect import inspect
+
+        return inspect(dataset, root, spec, overlap=overlap, cache_dir=cache_dir, options=options,
+                       from_config=cfg is not None)
+
+    def add_predict_arguments(self, inputs, parser) -> None:
+        inputs.add_argument("--images", nargs="+", help="image files and/or folders of images (image models)")
+        parser.add_argument("--alpha", type=float, default=0.5, help="images: overlay opacity of the prediction (0..1)")
+
+    def predict(self, args, cfg, load) -> int:
+        from css.image.predict import run
+
+        return run(args, load)

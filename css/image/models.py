@@ -12,7 +12,7 @@ checkpoints and the InPlaceABN ImageNet weights load by name (css.image.weights)
 
 The normalisation layers and the convolution are in css.image.layers, the ResNet in
 css.image.backbone, the head and the incremental model in css.image.deeplab; this module builds the
-network (build_model) and re-exports their names.
+network (build_model).
 """
 
 from __future__ import annotations
@@ -20,25 +20,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-# The network's parts live in their own modules; their names stay importable from here.
-from css.image.backbone import BACKBONES, DILATIONS, ResidualBlock, ResNet, ResNetStage, _check_choices  # noqa: F401
-from css.image.deeplab import ASPP_RATES, DeepLabHead, DeepLabV3  # noqa: F401
-from css.image.layers import LEAKY_SLOPE, NORMS, NormFactory, _conv, _distributed_world_size, make_norm  # noqa: F401
-from css.nn import SegOutput  # noqa: F401
-
-__all__ = [
-    "SegOutput",
-    "NormFactory",
-    "make_norm",
-    "ResidualBlock",
-    "ResNetStage",
-    "ResNet",
-    "DeepLabHead",
-    "DeepLabV3",
-    "build_model",
-    "BACKBONES",
-    "NORMS",
-]
+from css.image.backbone import ResNet, check_choices
+from css.image.deeplab import DeepLabHead, DeepLabV3
+from css.image.layers import make_norm
 
 
 def build_model(
@@ -58,7 +42,7 @@ def build_model(
     network for CPU demos and tests. Weights are random (PyTorch defaults; xavier for the head);
     load pretrained ones with css.image.weights.load_reference_weights.
     """
-    _check_choices(backbone, output_stride)  # before make_norm, which may need inplace_abn
+    check_choices(backbone, output_stride)  # before make_norm, which may need inplace_abn
     norm_factory = make_norm(norm, process_group)
     body = ResNet(backbone, norm_factory, output_stride, base_channels)
     head = DeepLabHead(

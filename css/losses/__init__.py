@@ -4,7 +4,8 @@ Classification and distillation losses, Local POD, entropy pseudo-labelling and 
 parameter regularisers. Described in docs/protocol-2d-losses.md#losses.
 """
 
-from css.losses.classification import bce_with_ignore, cross_entropy, labelled_cross_entropy, unbiased_ce
+from css.losses.classification import (bce_with_ignore, cross_entropy, labelled_cross_entropy, separate_classifier_ce,
+                                       unbiased_ce)
 from css.losses.distillation import feature_mse, icarl_distillation, kd, lgkd, soft_kd, unbiased_kd
 from css.losses.pod import local_pod
 from css.losses.pseudo import (
@@ -15,12 +16,14 @@ from css.losses.pseudo import (
     pseudo_label,
     thresholds_from_histogram,
 )
-from css.losses.regularizers import EWC, PER_TENSOR, PI, RW, build_regularizer
+from css.losses.regularizers import EWC, PI, RW, build_regularizer
+from css.losses.regularizer_base import PER_TENSOR
 
 __all__ = [
     "cross_entropy",
     "labelled_cross_entropy",
     "unbiased_ce",
+    "separate_classifier_ce",
     "bce_with_ignore",
     "kd",
     "soft_kd",

@@ -123,3 +123,18 @@ def bce_with_ignore(logits: Tensor, labels: Tensor, *, ignore_index: int = 255) 
     one_hot = F.one_hot(target, num_classes=z.shape[1]).movedim(-1, 1).to(z.dtype)
     per_element = F.binary_cross_entropy_with_logits(z, one_hot, reduction="none").sum(dim=1)
     return (per_element * valid).mean()
+
+
+def separate_classifier_ce(logits: torch.Tensor, labels: torch.Tensor, *, num_old: int,
+                           ignore_index: int = 255) -> torch.Tensor:
+    """The separate [background, novel] classifier of the 3DPC-CISS FT, F&A and EWC baselines
+    (docs/pointcloud-baselines.md#separate-classifier).
+
+    Cross-entropy over the channels [0, num_old..C) only: the old class channels 1..num_old-1 are
+    not outputs of the separate classifier. Labels: 0 and the novel channels (>= num_old) or ignore."""
+    valid = labels != ignore_index
+    if bool(((labels > 0) & (labels < num_old) & valid).any()):
+        raise ValueError(f"old-class labels (1..{num_old - 1}) cannot train a separate [background, novel] classifier")
+    z = torch.cat([logits[:, :1], logits[:, num_old:]], dim=1)
+    shifted = torch.where(valid & (labels >= num_old), labels - num_old + 1, labels)
+    return cross_entropy(z, shifted, ignore_index=ignore_index)

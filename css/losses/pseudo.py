@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from css.distributed import process_group_up
 from css.losses.classification import check_logits_labels
 
 __all__ = [
@@ -102,7 +103,7 @@ def all_reduce_histogram(hist: Tensor) -> Tensor:
     whole training set; the reference keeps per-process histograms (docs/protocol-2d-losses.md#thresholds).
     The input is not modified.
     """
-    if not (dist.is_available() and dist.is_initialized()):
+    if not process_group_up():
         return hist
     total = hist.clone()
     dist.all_reduce(total, op=dist.ReduceOp.SUM)

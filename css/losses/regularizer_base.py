@@ -49,7 +49,7 @@ def _minmax_normalise(tensors: Mapping[str, Tensor], *, per_tensor: bool = False
 PER_TENSOR = "per_tensor"
 
 
-class _Regularizer:
+class Regularizer:
     """Shared part: the old state, the quadratic penalty and state loading.
 
     Subclasses define ``kind`` (stored in the state to catch mix-ups), ``state_keys`` (the
@@ -147,7 +147,7 @@ class _Regularizer:
         for key in self.progress_keys:
             current = getattr(self, key)
             value = _restore(state[key], device)
-            if isinstance(current, _PathIntegral):
+            if isinstance(current, PathIntegral):
                 current.load(value)
             else:
                 setattr(self, key, value)
@@ -170,7 +170,7 @@ class _Regularizer:
         return total if total is not None else torch.zeros((), device=device)
 
 
-def _ema_fisher(fisher: dict[str, Tensor], params: Iterator[tuple[str, nn.Parameter]], alpha: float) -> None:
+def ema_fisher(fisher: dict[str, Tensor], params: Iterator[tuple[str, nn.Parameter]], alpha: float) -> None:
     """F <- alpha * g**2 + (1 - alpha) * F in place for every parameter with a gradient."""
     for name, param in params:
         if param.grad is None:
@@ -179,7 +179,7 @@ def _ema_fisher(fisher: dict[str, Tensor], params: Iterator[tuple[str, nn.Parame
         fisher[name].mul_(1 - alpha).addcmul_(grad, grad, value=alpha)
 
 
-class _PathIntegral:
+class PathIntegral:
     """Running sum of -g * (change of theta) over the iterations of a step (PI, RW).
 
     :meth:`update` is called after the backward pass, before the optimiser moves the
@@ -224,7 +224,7 @@ class _PathIntegral:
 
 def _snapshot(value: Any) -> Any:
     """A deep copy of an accumulator: tensors cloned, dicts and path integrals walked."""
-    if isinstance(value, _PathIntegral):
+    if isinstance(value, PathIntegral):
         value = value.state()
     if isinstance(value, Tensor):
         return value.detach().clone()

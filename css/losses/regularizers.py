@@ -46,15 +46,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-# The shared machinery lives in css/losses/regularizer_base.py; its names stay importable from here.
-from css.losses.regularizer_base import (  # noqa: F401
-    PER_TENSOR, ParamFilter, _ema_fisher, _minmax_normalise, _PathIntegral, _Regularizer, _restore, _snapshot, _trainable,
-)
+# The shared machinery (the base class, EMA Fisher, path integrals) is in css/losses/regularizer_base.py.
+from css.losses.regularizer_base import ParamFilter, ema_fisher, PathIntegral, Regularizer
 
 __all__ = ["EWC", "RW", "PI", "build_regularizer", "REGULARIZERS"]
 
 
-class EWC(_Regularizer):
+class EWC(Regularizer):
     """Elastic weight consolidation with an EMA Fisher (docs/protocol-2d-losses.md#regularisers).
 
     State for the next step: {'kind': 'ewc', 'fisher': F, 'params': theta at the end of the
@@ -83,7 +81,7 @@ class EWC(_Regularizer):
     def update(self, model: nn.Module) -> None:
         """F <- alpha * g**2 + (1 - alpha) * F from the current (unscaled) gradients."""
         with torch.no_grad():
-            _ema_fisher(self.fisher, self._params(model), self.alpha)
+            ema_fisher(self.fisher, self._params(model), self.alpha)
 
     def state_dict(self) -> dict:
         """The state the next step needs (see the class docstring); tensors are copies."""
@@ -97,7 +95,7 @@ class EWC(_Regularizer):
         return self._maybe_normalise(state["fisher"])
 
 
-class PI(_Regularizer):
+class PI(Regularizer):
     """Path-integral regulariser, "synaptic intelligence" (docs/protocol-2d-losses.md#regularisers: score
     delta / dtheta**2).
 
@@ -126,7 +124,7 @@ class PI(_Regularizer):
         super().__init__(model, normalize=normalize, param_filter=param_filter, old_state=old_state)
         self.epsilon = epsilon
         self._start = self._current()
-        self._path = _PathIntegral(self._params(model))
+        self._path = PathIntegral(self._params(model))
 
     def update(self, model: nn.Module) -> None:
         """Accumulate the path integral with the current gradients."""
@@ -147,7 +145,7 @@ class PI(_Regularizer):
         return self._maybe_normalise(state["score"])
 
 
-class RW(_Regularizer):
+class RW(Regularizer):
     """Riemannian walk: EMA Fisher plus a windowed path-integral score (docs/protocol-2d-losses.md#regularisers).
 
     The Fisher is updated every iteration as in EWC. The path integral omega is summed over
@@ -187,7 +185,7 @@ class RW(_Regularizer):
         self.fisher = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in self._params(model)}
         self.score = {name: torch.zeros_like(f) for name, f in self.fisher.items()}
         self._window_start = {name: t.float() for name, t in self._current().items()}
-        self._path = _PathIntegral(self._params(model))
+        self._path = PathIntegral(self._params(model))
         self._count = 0
 
     def _window_score(self, name: str, omega: Tensor, theta: Tensor) -> Tensor:
@@ -197,7 +195,7 @@ class RW(_Regularizer):
     def update(self, model: nn.Module) -> None:
         """Update the Fisher and the path integral; close a window every ``iterations`` calls."""
         with torch.no_grad():
-            _ema_fisher(self.fisher, self._params(model), self.alpha)
+            ema_fisher(self.fisher, self._params(model), self.alpha)
             self._path.update(self._params(model))
             self._count += 1
             if self._count % self.iterations:
@@ -228,7 +226,7 @@ class RW(_Regularizer):
         return {name: fisher[name] + score[name] for name in fisher if name in score}
 
 
-REGULARIZERS: dict[str, type[_Regularizer]] = {"ewc": EWC, "rw": RW, "pi": PI}
+REGULARIZERS: dict[str, type[Regularizer]] = {"ewc": EWC, "rw": RW, "pi": PI}
 
 
 def build_regularizer(name: str | None, model: nn.Module, **kwargs) -> EWC | RW | PI | None:

@@ -1,7 +1,7 @@
 """Point-cloud modality: the DGCNN segmentation model, its kNN and the 3DPC-CISS weight import.
 
 The model lives in css.pointcloud.models (docs/pointcloud-model.md) and the weight import in
-css.pointcloud.weights; the most used names are re-exported here.
+css.pointcloud.weights; the package gathers the most used names.
 """
 
 from css.pointcloud.models import DGCNNSeg, build_model

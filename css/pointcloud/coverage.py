@@ -69,7 +69,7 @@ def predict_items(model: torch.nn.Module, items: Iterable[Item], *, num_points: 
                   device: torch.device, precision: str = "fp32") -> Iterator[tuple[Any, torch.Tensor, torch.Tensor]]:
     """Yield (key, summed softmax (size, C) float64 on the CPU, counted votes (size,) int64) per item,
     in order. Samples of consecutive items share batches of ``batch_size``."""
-    from css.engine import autocast
+    from css.engine.precision import autocast
 
     model = _unwrap(model)
     was_training = model.training

@@ -6,7 +6,7 @@ css.pointcloud.prepare`` writes them, css.pointcloud.synthetic generates them fo
 
 A step's datasets (docs/pointcloud-datasets.md#selection):
 - train: the blocks of the train file that show a current class, by ``Task.select`` on the
-  5 % / 100-point presence rule (css.index.presence_share) computed from the stored counts;
+  5 % / 100-point presence rule (css.tasks.index.presence_share) computed from the stored counts;
 - test: every block of the test file, labels of all seen classes (future classes -> 0).
 
 Labels are ``Task.remap``-ed; ScanNet's "unannotated" label 0 (a void label of the task) is
@@ -28,11 +28,13 @@ import torch
 from torch.utils.data import Dataset
 
 from css.errors import ConfigError, DataError, TaskError
-from css.index import presence_share
+from css.tasks.index import presence_share
 from css.pointcloud import synthetic
 from css.pointcloud.store import BlockStore
 from css.pointcloud.transforms import block_features, sample_indices
-from css.tasks import SPLITS, Task, load_task
+from css.tasks.task import SPLITS
+from css.tasks.task import Task
+from css.tasks.registry import load_task
 
 DATASETS = ("s3dis", "scannet", "folder", "synthetic")
 PROTOCOLS = ("reference", "fixed")

@@ -23,25 +23,52 @@ from typing import Any
 import torch
 
 from css.errors import CheckpointError
-from css.tasks import Task
+from css.modality.protocol import Modality
+from css.pointcloud.channels import IN_CHANNELS, class_predictor, in_channels
+from css.pointcloud.config import (
+    CHOICES,
+    PointDataConfig,
+    PointModelConfig,
+    PointTrainConfig,
+    check_config,
+)
+from css.tasks.task import Task
 
 log = logging.getLogger("css")
 
-IN_CHANNELS = 9  # xyz, rgb, normalised xyz (docs/pointcloud-datasets.md); 10 with data.height_feature
 LEGACY_EVAL_EPOCH = 3  # the reference's first validation runs after epoch 3 and never calls train()
 
 
-class PointCloudModality:
+class PointCloudModality(Modality):
     name = "pointcloud"
     collate = None  # every item is (C_in, N) features and (N,) labels with one N: default collation
+    config_sections = {"data": PointDataConfig, "model": PointModelConfig, "train": PointTrainConfig}
+    config_choices = CHOICES
+    metric = "sampled"  # the reference's metric; the full-coverage one is recorded beside it
+    predict_flags = ("--clouds", "--split")
 
     def __init__(self) -> None:
         self._stores: dict[tuple, Any] = {}
 
+    def check_config(self, cfg, where: str) -> None:
+        check_config(cfg, where)
+
+    def start_notes(self, cfg) -> list[str]:
+        from css.methods.presets import PRESETS
+
+        if PRESETS.get(cfg.method.name, {}).get("pod") == "local":
+            return [f"method {cfg.method.name}: Local POD distils 2-D feature maps; on point clouds the preset runs "
+                    f"without it (docs/methods.md#point-clouds)"]
+        return []
+
+    def method_extension(self):
+        from css.pointcloud.methods import EXTENSION
+
+        return EXTENSION
+
     def task(self, cfg) -> Task:
         from css.pointcloud.data import load_dataset_task
-
-        from css.modality import task_from_config
+        from css.tasks.registry import task_from_config
 
         return task_from_config(cfg, load_dataset_task)
 
@@ -57,8 +84,7 @@ class PointCloudModality:
             kwargs["knn_chunk"] = m.knn_chunk
         return build_model(classes_per_step, **kwargs)
 
-    def load_pretrained(self, model: torch.nn.Module, cfg) -> None:
-        return None  # DGCNN trains from random weights in 3DPC-CISS
+    # DGCNN trains from random weights in 3DPC-CISS: load_pretrained keeps the protocol's default.
 
     def import_weights(self, model: torch.nn.Module, path: str) -> Any:
         """A css step checkpoint, or the 3DPC-CISS pair 'BACKBONE[,CLASSIFIER]' (the classifier file
@@ -115,9 +141,22 @@ class PointCloudModality:
             legacy = cfg.protocol == "reference"
         return LEGACY_EVAL_EPOCH if legacy else None
 
+    def selects_best_on_test(self, cfg, num_steps: int) -> bool:
+        """Joint training (a one-step task) under protocol reference keeps the epoch with the best test
+        mIoU, as the 3DPC-CISS code does (docs/pointcloud-baselines.md#joint-training)."""
+        return cfg.protocol == "reference" and num_steps == 1
+
+    def prepare_old_model(self, cfg, old_model: torch.nn.Module) -> None:
+        """3DPC-CISS runs the old model with single-pass MC dropout, its masks seeded per sample
+        (docs/pointcloud-ciss.md#wiring)."""
+        from css.pointcloud.methods import CISS
+
+        if getattr(getattr(cfg, "method", None), "name", None) == CISS:
+            old_model.mc_dropout(True, seeded=True)
+
     def evaluate(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
-        from css.config import step_value
-        from css.engine import evaluate
+        from css.config.schema import step_value
+        from css.engine.trainer import evaluate
 
         batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
         cm = evaluate(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
@@ -126,13 +165,13 @@ class PointCloudModality:
                       drop_last=cfg.protocol == "reference", predict=class_predictor(task, step))
         cm.metric = "sampled"
         if cfg.data.full_coverage:
-            # the recorder (css.recording) writes it next to the sampled figures under its own name
+            # the recorder (css.results.recording) writes it next to the sampled figures under its own name
             cm.full = self.evaluate_full(model, dataset, cfg, task, step, env)
         return cm
 
     def evaluate_full(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
         """Every point of every test block predicted (docs/pointcloud-evaluation.md#full-coverage)."""
-        from css.config import step_value
+        from css.config.schema import step_value
         from css.pointcloud.coverage import evaluate_full
 
         batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
@@ -143,17 +182,35 @@ class PointCloudModality:
                  cm.samples)
         return cm
 
+    # ------------------------------------------------------------------------------------------
+    def inspect(self, dataset: str, root: str | None, spec: Any, *, overlap: bool, options: dict | None, protocol: str,
+                cache_dir: str | None, cfg=None) -> str:
+        """The report of a prepared point-cloud dataset: blocks and points per class per step
+        (from the counts stored by the preparation; no point is read)."""
+        from css.pointcloud.data import (
+            dataset_summary,
+            format_summary,
+            load_dataset_task,
+        )
 
-def in_channels(cfg) -> int:
-    """The model's input channels: 9, or 10 with ``data.height_feature`` (docs/pointcloud-datasets.md#height-feature)."""
-    from css.pointcloud.transforms import num_features
+        presence = (cfg.data.presence_fraction, cfg.data.presence_min_points) if cfg is not None else (0.05, 100)
+        task = load_dataset_task(dataset, spec, root=root, options=options)
+        rows = dataset_summary(dataset, root, task=task, protocol=protocol, overlap=overlap, presence=presence,
+                               options=options)
+        setting = "overlap" if overlap else "disjoint"
+        return "\n".join([task.describe(), f"dataset {dataset}, {setting} setting, protocol {protocol}", "",
+                          format_summary(rows)])
 
-    return num_features(cfg.data.height_feature)
+    def add_predict_arguments(self, inputs, parser) -> None:
+        from css.pointcloud.predict import add_arguments
 
+        inputs.add_argument("--clouds", nargs="+", help="point clouds (point-cloud models): prepared split files "
+                            "(.h5), scans (.npz, .ply, .las, .laz) and/or folders of them")
+        inputs.add_argument("--split", choices=("train", "test"),
+                            help="point clouds: the prepared split of the checkpoint's config (data.dataset, data.root)")
+        add_arguments(parser)
 
-def class_predictor(task: Task, step: int):
-    """argmax over all channels, or over the class channels 1.. once no point can be background
-    (a synthetic background channel and no future class left; docs/pointcloud.md#evaluation)."""
-    if task.background is None and not task.future_labels(step):
-        return lambda logits: logits[:, 1:].argmax(1) + 1
-    return lambda logits: logits.argmax(1)
+    def predict(self, args, cfg, load) -> int:
+        from css.pointcloud.predict import run
+
+        return run(args, cfg, load)

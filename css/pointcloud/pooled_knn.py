@@ -59,14 +59,14 @@ def _grid_knn(points: Tensor, k: int, max_bytes: int) -> Tensor:
     size = (points.amax(dim=0) - low).clamp_min(1e-6)
     h = float((size.prod() * TARGET_PER_CELL / total) ** (1 / 3))
     while todo.numel() and float(size.amax()) / h >= 3:  # a grid of under 3 cells per axis saves nothing
-        todo = _grid_pass(points, todo, k, h, low, out)
+        todo = grid_pass(points, todo, k, h, low, out)
         h *= 2
     if todo.numel():
         out[todo] = brute_knn(points[todo], points, k, todo, max_bytes)
     return out
 
 
-def _grid_pass(points: Tensor, todo: Tensor, k: int, h: float, low: Tensor, out: Tensor) -> Tensor:
+def grid_pass(points: Tensor, todo: Tensor, k: int, h: float, low: Tensor, out: Tensor) -> Tensor:
     """Search the queries ``todo`` on a grid of cubes of side ``h``; writes ``out`` for those it
     resolves exactly and returns the others."""
     cell = torch.div(points - low, h, rounding_mode="floor").long()

@@ -102,7 +102,7 @@ def prepared_clouds(path: Path, *, blocks: list[str] | None, scenes: list[str] |
             raise DataError(f"{path} has no block {unknown[0]!r} (it has {len(store)} blocks, e.g. "
                             f"{', '.join(store.ids[:3])}); check --blocks")
         for b in blocks:
-            yield _store_cloud(store, b, [index[b]], label_set)
+            yield store_cloud(store, b, [index[b]], label_set)
         return
     if scenes is not None:
         unknown = [s for s in scenes if s not in store.scenes]
@@ -111,13 +111,13 @@ def prepared_clouds(path: Path, *, blocks: list[str] | None, scenes: list[str] |
             raise DataError(f"{path} has no scene {unknown[0]!r} (it has {len(names)} scenes, e.g. "
                             f"{', '.join(names[:3])}); check --scenes")
         for s in scenes:
-            yield _store_cloud(store, s, [i for i, name in enumerate(store.scenes) if name == s], label_set)
+            yield store_cloud(store, s, [i for i, name in enumerate(store.scenes) if name == s], label_set)
         return
     for i, b in enumerate(store.ids):
-        yield _store_cloud(store, b, [i], label_set)
+        yield store_cloud(store, b, [i], label_set)
 
 
-def _store_cloud(store, name: str, indices: list[int], label_set: str) -> Cloud:
+def store_cloud(store, name: str, indices: list[int], label_set: str) -> Cloud:
     parts = [store.block(i, label_set) for i in indices]
     coord = np.concatenate([p["coord"] for p in parts]).astype(np.float64)
     color = np.concatenate([p["color"] for p in parts])
@@ -206,7 +206,7 @@ def _read_las(path: Path):
 def predict_clouds(model: torch.nn.Module, clouds: Iterator[Cloud], *, cfg, task, step: int, env,
                    predict) -> Iterator[tuple[Cloud, np.ndarray]]:
     """(cloud, predicted channel per point) for every cloud, with full coverage."""
-    from css.config import step_value
+    from css.config.schema import step_value
 
     # the dataset's own feature step (no augmentation, as at test), for prepared blocks and scan tiles
     features = partial(sample_features, height_feature=bool(cfg.data.height_feature))
@@ -265,18 +265,18 @@ def legend(task, step: int, colours: np.ndarray, checkpoint: str) -> dict:
                     "(later classes are background), as the test metric counts them"}
 
 
-def run(args, cfg, saved) -> int:
-    """The point-cloud half of ``python -m css.predict`` (css/predict.py parses the arguments)."""
+def run(args, cfg, load) -> int:
+    """The point-cloud half of ``python -m css.predict`` (css/predict.py parses the arguments;
+    ``load()`` gives the checkpoint's (env, task, step, model))."""
+    from css.pointcloud.channels import class_predictor
     from css.pointcloud.data import label_set, open_split, remap_labels
-    from css.predict import load_for_prediction
-    from css.pointcloud.modality import class_predictor
     from css.utils import atomic_write_text
 
     if args.blocks is not None and args.scenes is not None:
         raise CSSError("give --blocks or --scenes, not both")
     if args.block_size <= 0:
         raise CSSError(f"--block-size must be positive, got {args.block_size}")
-    env, task, step, model = load_for_prediction(cfg, saved, args.checkpoint)
+    env, task, step, model = load()
     if args.split:
         files = [open_split(cfg.data.dataset, cfg.data.root, args.split, options=cfg.data.options or None).path]
     else:

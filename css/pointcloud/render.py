@@ -19,7 +19,6 @@ from typing import Sequence
 import numpy as np
 
 from css.errors import require
-from css.pointcloud.store import IGNORE_LABEL as IGNORE
 from css.utils import atomic_write_bytes
 
 BACKGROUND_RGB = (80, 80, 80)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from css.image.datasets.listing import IGNORE_LABEL, Listing, check_masks_exist, require_dir
-from css.tasks import ADE_CLASSES
+from css.tasks.tables import ADE_CLASSES
 
 CLASS_NAMES = ADE_CLASSES
 

@@ -5,7 +5,7 @@ A label file is decoded anyway to count its labels (css.image.labels), which fin
 Decoding every image as well would cost a full read of the dataset, so images get a cheaper check:
 PIL's ``verify()`` (the header, and for PNG every chunk and its checksum) plus, for JPEG, the
 end-of-image marker that a truncated file lacks (``verify()`` alone does not decode JPEG data).
-The outcome is cached like the label counts (css.index.cached_counts), keyed by every image
+The outcome is cached like the label counts (css.tasks.index.cached_counts), keyed by every image
 file's path, size and mtime, so a rerun does not pay again and a file replaced since is checked
 anew. A damage these checks cannot see (a corrupt JPEG scan of full length) is still named when
 the file is loaded (css.image.data.FileSource).
@@ -23,7 +23,7 @@ from PIL import Image
 
 from css.errors import DataError
 from css.image.datasets.listing import Listing
-from css.index import cache_folder, cached_counts, files_key
+from css.tasks.index import cache_folder, cached_counts, files_key
 
 log = logging.getLogger(__name__)
 

@@ -38,15 +38,6 @@ def num_tiles(extent: float, block_size: float, stride: float) -> int:
     return max(1, int(math.ceil((extent - block_size) / stride)) + 1)
 
 
-def tile_origins(coord: np.ndarray, *, block_size: float = 1.0, stride: float = 1.0) -> list[tuple[float, float]]:
-    """The (x, y) corner of every tile in sweep order, kept or not."""
-    coord = np.asarray(coord, dtype=np.float64)
-    extent = coord.max(0) if len(coord) else np.zeros(3)
-    nx = num_tiles(float(extent[0]), block_size, stride)
-    ny = num_tiles(float(extent[1]), block_size, stride)
-    return [(i * stride, j * stride) for i in range(nx) for j in range(ny)]
-
-
 def _check(coord: np.ndarray, block_size: float, stride: float, min_points: int) -> np.ndarray:
     coord = np.asarray(coord)
     if coord.ndim != 2 or coord.shape[1] < 2:

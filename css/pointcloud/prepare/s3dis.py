@@ -16,7 +16,7 @@ import numpy as np
 from css.errors import DataError
 from css.pointcloud.prepare.pipeline import Scene, SceneData, Source
 from css.pointcloud.prepare.text import check_row, parse_lines, parse_plain
-from css.tasks import S3DIS_CLASSES
+from css.tasks.tables import S3DIS_CLASSES
 
 RELEASE = "Stanford3dDataset_v1.2_Aligned_Version"
 CLUTTER = S3DIS_CLASSES.index("clutter")

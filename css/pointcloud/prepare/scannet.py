@@ -26,7 +26,7 @@ import numpy as np
 from css.errors import DataError
 from css.pointcloud.prepare.pipeline import Scene, SceneData, Source
 from css.pointcloud.prepare.ply import read_vertices
-from css.tasks import SCANNET_CLASSES
+from css.tasks.tables import SCANNET_CLASSES
 
 TSV = "scannetv2-labels.combined.tsv"
 LISTS = {"train": "scannetv2_train.txt", "test": "scannetv2_val.txt"}

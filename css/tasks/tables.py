@@ -1,0 +1,187 @@
+"""Class names, what each dataset's labels mean for tasks, and the reference task tables.
+
+The tables list dataset label ids per step, step 0 first: VOC and ADE20k as the reference's task
+dictionaries (docs/protocol-2d.md#task-tables), S3DIS and ScanNet for both class orders S0 and S1
+(docs/tasks.md#tasks, docs/pointcloud-datasets.md#tasks). css.tasks.registry builds a ``Task``
+from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+# --- class names (indexed by dataset label) --------------------------------------------------
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+# ADE20k SceneParsing-150 names in label order 1..150; label 0 ("void/other") is trained and
+# evaluated as background (docs/protocol-2d.md#label-maps-and-filters).
+ADE_CLASSES = ("background",) + (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug", "field",
+    "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub", "railing",
+    "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter", "sand", "sink",
+    "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs", "runway", "case",
+    "pool table", "pillow", "screen door", "stairway", "river", "bridge", "bookcase", "blind",
+    "coffee table", "toilet", "flower", "book", "hill", "bench", "countertop", "stove", "palm",
+    "kitchen island", "computer", "swivel chair", "boat", "bar", "arcade machine", "hovel", "bus",
+    "towel", "light", "truck", "tower", "chandelier", "awning", "streetlight", "booth",
+    "television receiver", "airplane", "dirt track", "apparel", "pole", "land", "bannister",
+    "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van", "ship", "fountain",
+    "conveyer belt", "canopy", "washer", "plaything", "swimming pool", "stool", "barrel", "basket",
+    "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball", "food", "step", "tank",
+    "trade name", "microwave", "pot", "animal", "bicycle", "lake", "dishwasher", "screen",
+    "blanket", "sculpture", "hood", "sconce", "vase", "traffic light", "tray", "ashcan", "fan",
+    "pier", "crt screen", "plate", "monitor", "bulletin board", "shower", "radiator", "glass",
+    "clock", "flag",
+)
+
+# 3DPC-CISS class ids (id = line index of s3dis_classnames.txt / scannet_classnames.txt),
+# docs/pointcloud-data.md#s3dis and #scannet
+S3DIS_CLASSES = (
+    "ceiling", "floor", "wall", "beam", "column", "window", "door", "table", "chair", "sofa",
+    "bookcase", "board", "clutter",
+)
+SCANNET_CLASSES = (
+    "unannotated", "wall", "floor", "chair", "table", "desk", "bed", "bookshelf", "sofa", "sink",
+    "bathtub", "toilet", "curtain", "counter", "door", "window", "shower curtain", "refrigerator",
+    "picture", "cabinet", "otherfurniture",
+)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset's labels mean for tasks (which ids a task may list, background, quirks)."""
+
+    class_names: tuple[str, ...]
+    labels: range  # dataset labels a task may list
+    background: int | None  # dataset label that is channel 0; None: synthetic background channel
+    void_labels: tuple[int, ...] = ()  # always mapped to ignore_index (ScanNet unannotated)
+    # ADE: no ignore label in training (docs/protocol-2d.md#label-maps-and-filters)
+    train_ignore_as_background: bool = False
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "voc": DatasetInfo(VOC_CLASSES, range(0, 21), background=0),
+    "ade": DatasetInfo(ADE_CLASSES, range(0, 151), background=0, train_ignore_as_background=True),
+    "s3dis": DatasetInfo(S3DIS_CLASSES, range(0, 13), background=None),
+    # unannotated points are a void label, ignored rather than background (docs/tasks.md#label-maps;
+    # the reference's handling: docs/pointcloud-datasets.md#unannotated)
+    "scannet": DatasetInfo(SCANNET_CLASSES, range(1, 21), background=None, void_labels=(0,)),
+}
+
+
+# --- reference task tables --------------------------------------------------------------------
+
+def _one_per_step(base: Sequence[int], novel: Sequence[int]) -> list[list[int]]:
+    """[base, [n_1], [n_2], ...]: the base group followed by one step per novel class."""
+    return [list(base)] + [[label] for label in novel]
+
+
+# Random-order "15-1" variants: (step 0, the classes of steps 1..5, one per step)
+# (docs/protocol-2d.md#task-tables)
+_VOC_RANDOM_ORDERS: dict[str, tuple[list[int], list[int]]] = {
+    "15-5s_b": ([0, 12, 9, 20, 7, 15, 8, 14, 16, 5, 19, 4, 1, 13, 2, 11], [17, 3, 6, 18, 10]),
+    "15-5s_c": ([0, 13, 19, 15, 17, 9, 8, 5, 20, 4, 3, 10, 11, 18, 16, 7], [12, 14, 6, 1, 2]),
+    "15-5s_d": ([0, 15, 3, 2, 12, 14, 18, 20, 16, 11, 1, 19, 8, 10, 7, 17], [6, 5, 13, 9, 4]),
+    "15-5s_e": ([0, 7, 5, 3, 9, 13, 12, 14, 19, 10, 2, 1, 4, 16, 8, 17], [15, 18, 6, 11, 20]),
+    "15-5s_f": ([0, 7, 13, 5, 11, 9, 2, 15, 12, 14, 3, 20, 1, 16, 4, 18], [8, 6, 10, 19, 17]),
+    "15-5s_g": ([0, 7, 5, 9, 1, 15, 18, 14, 3, 20, 10, 4, 19, 11, 17, 16], [12, 8, 6, 2, 13]),
+    "15-5s_h": ([0, 12, 9, 19, 6, 4, 10, 5, 18, 14, 15, 16, 3, 8, 7, 11], [13, 2, 20, 17, 1]),
+    "15-5s_i": ([0, 13, 10, 15, 8, 7, 19, 4, 3, 16, 12, 14, 11, 5, 20, 6], [2, 18, 9, 17, 1]),
+    "15-5s_j": ([0, 1, 14, 9, 5, 2, 15, 8, 20, 6, 16, 18, 7, 11, 10, 19], [3, 4, 17, 12, 13]),
+    "15-5s_k": ([0, 16, 13, 1, 11, 12, 18, 6, 14, 5, 3, 7, 9, 20, 19, 15], [4, 2, 10, 8, 17]),
+    "15-5s_l": ([0, 10, 7, 6, 19, 16, 8, 17, 1, 14, 4, 9, 3, 15, 11, 12], [2, 18, 20, 13, 5]),
+    "15-5s_m": ([0, 18, 4, 14, 17, 12, 10, 7, 3, 9, 1, 8, 15, 6, 13, 2], [5, 11, 20, 16, 19]),
+    "15-5s_n": ([0, 5, 4, 13, 18, 14, 10, 19, 15, 7, 9, 3, 2, 8, 16, 20], [1, 12, 11, 6, 17]),
+    "15-5s_o": ([0, 9, 12, 13, 18, 7, 1, 15, 17, 10, 8, 4, 5, 20, 16, 6], [14, 19, 11, 2, 3]),
+    "15-5s_p": ([0, 9, 12, 13, 18, 2, 11, 15, 17, 10, 8, 4, 5, 20, 16, 6], [14, 19, 1, 7, 3]),
+    "15-5s_q": ([0, 3, 14, 13, 18, 2, 11, 15, 17, 10, 8, 4, 5, 20, 16, 6], [12, 19, 1, 7, 9]),
+    "15-5s_r": ([0, 3, 14, 13, 1, 2, 11, 15, 17, 7, 8, 4, 5, 9, 16, 19], [12, 6, 18, 10, 20]),
+    "15-5s_s": ([0, 3, 14, 6, 1, 2, 11, 12, 17, 7, 20, 4, 5, 9, 16, 19], [15, 13, 18, 10, 8]),
+    "15-5s_t": ([0, 3, 15, 13, 1, 2, 11, 18, 17, 7, 20, 8, 5, 9, 16, 19], [14, 6, 12, 10, 4]),
+    "15-5s_u": ([0, 3, 15, 13, 14, 6, 11, 18, 17, 7, 20, 8, 4, 9, 16, 10], [1, 2, 12, 19, 5]),
+    "15-5s_v": ([0, 1, 2, 12, 14, 6, 19, 18, 17, 5, 20, 8, 4, 9, 16, 10], [3, 15, 13, 11, 7]),
+    "15-5s_w": ([0, 1, 2, 12, 14, 13, 19, 18, 7, 11, 20, 8, 4, 9, 16, 10], [3, 15, 6, 5, 17]),
+}
+
+
+def _voc_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
+    """VOC reference tasks and aliases (docs/protocol-2d.md#task-tables)."""
+    tables = {
+        "offline": [list(range(21))],
+        "19-1": [list(range(20)), [20]],
+        "15-5": [list(range(16)), list(range(16, 21))],
+        "15-5s": _one_per_step(range(16), range(16, 21)),
+        "10-1": _one_per_step(range(11), range(11, 21)),
+    }
+    aliases = {"15-1": "15-5s"}  # 15-5s is the setting the papers call "15-1"
+    for name, (base, novel) in _VOC_RANDOM_ORDERS.items():
+        tables[name] = _one_per_step(base, novel)
+        aliases["15-1" + name[len("15-5s"):]] = name
+    return tables, aliases
+
+
+def _ade_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
+    """ADE20k reference tasks and aliases (docs/protocol-2d.md#task-tables)."""
+
+    def chunks(start: int, stop: int, size: int) -> list[list[int]]:
+        return [list(range(i, min(i + size, stop))) for i in range(start, stop, size)]
+
+    tables = {
+        "offline": [list(range(151))],
+        "100-50": [list(range(101)), list(range(101, 151))],
+        "100-10": [list(range(101))] + chunks(101, 151, 10),
+        "100-5": [list(range(101))] + chunks(101, 151, 5),
+        "50": [list(range(51)), list(range(51, 101)), list(range(101, 151))],
+    }
+    return tables, {"50-50": "50"}
+
+
+# docs/tasks.md#tasks: "m-n" = first m classes of the order are base, then steps of n novel classes
+# (12-1, 10-3, 8-5 and 19-1, 17-3, 15-5 have one incremental step; 8-1 and 15-1 learn the same
+# novel classes as 8-5 and 15-5, one class per step).
+_SPLITS_3D = {
+    "s3dis": {"12-1": (12, 1), "10-3": (10, 3), "8-5": (8, 5), "8-1": (8, 1)},
+    "scannet": {"19-1": (19, 1), "17-3": (17, 3), "15-5": (15, 5), "15-1": (15, 1)},
+}
+
+
+def _class_orders_3d(dataset: str) -> dict[str, list[int]]:
+    """S0 = dataset id order, S1 = alphabetical order of class names (docs/tasks.md#tasks)."""
+    info = DATASETS[dataset]
+    ids = list(info.labels)
+    return {"s0": ids, "s1": sorted(ids, key=lambda label: info.class_names[label])}
+
+
+def _pointcloud_tables(dataset: str) -> tuple[dict[str, list[list[int]]], dict[str, str]]:
+    """S3DIS / ScanNet tasks for both class orders; the plain name means order S0."""
+    orders = _class_orders_3d(dataset)
+    tables = {"offline": [orders["s0"]]}
+    aliases = {}
+    for split, (base, step_size) in _SPLITS_3D[dataset].items():
+        for order_name, order in orders.items():
+            novel = order[base:]
+            tables[f"{split}_{order_name}"] = [order[:base]] + [
+                novel[i:i + step_size] for i in range(0, len(novel), step_size)
+            ]
+        aliases[split] = f"{split}_s0"
+    return tables, aliases
+
+
+def _build_registry() -> dict[str, tuple[dict[str, list[list[int]]], dict[str, str]]]:
+    return {
+        "voc": _voc_tables(),
+        "ade": _ade_tables(),
+        "s3dis": _pointcloud_tables("s3dis"),
+        "scannet": _pointcloud_tables("scannet"),
+    }
+
+
+TABLES = _build_registry()
