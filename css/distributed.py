@@ -143,7 +143,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 def gather_object(obj, dst: int = 0) -> list | None:
     """Every process's ``obj`` on rank ``dst`` (a list indexed by rank), None on the others; [obj]
-    without a process group. Used for the per-process part of the resume state (css/engine/trainer.py)."""
+    without a process group. Used for the per-process part of the resume state (css/engine/resume.py)."""
     if process_group_up() and dist.get_world_size() > 1:
         box = [None] * dist.get_world_size() if dist.get_rank() == dst else None
         dist.gather_object(obj, box, dst=dst)

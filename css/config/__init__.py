@@ -7,14 +7,7 @@ from css.config.files import apply_overrides, load_yaml_tree, merge, parse_overr
 from css.config.identity import config_hash
 from css.config.method import MethodConfig
 from css.config.numbers import to_float, to_int
-from css.config.schema import (
-           Config,
-           DataConfig,
-           StepOverride,
-           TaskConfig,
-           TrainConfig,
-           step_value,
-)
+from css.config.schema import Config, DataConfig, StepOverride, TaskConfig, TrainConfig, step_value
 
 __all__ = ["Config", "DataConfig", "MethodConfig", "StepOverride", "TaskConfig", "TrainConfig", "apply_overrides",
            "check_values", "config_hash", "from_dict", "load_config", "load_yaml_tree", "merge",

@@ -26,23 +26,10 @@ from css.config import identity
 from css.config.build import from_dict
 from css.config.schema import Config, step_value
 from css.controller.handover import hand_over, load_step
-from css.controller.runfolder import (
-    first_missing,
-    prepare_run_folder,
-    remove_failed_start,
-    trained_anything,
-)
+from css.controller.runfolder import first_missing, prepare_run_folder, remove_failed_start, trained_anything
 from css.controller.start import imported_regularizer, parse_steps, setup_logging
-from css.distributed import (
-    DistEnv,
-    barrier,
-    collective_timeout_error,
-    cpu_has_bf16,
-    init_distributed,
-    is_timeout,
-    run_on_main,
-    seed_everything,
-)
+from css.distributed import (DistEnv, barrier, collective_timeout_error, cpu_has_bf16, init_distributed, is_timeout,
+                             run_on_main, seed_everything)
 from css.engine.best_epoch import BestOnTest, best_path, selects_best_on_test
 from css.engine.settings import TrainSettings
 from css.engine.trainer import Trainer

@@ -20,21 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from css.checkpoint import unwrap
-from css.distributed import (
-    DistEnv,
-    all_reduce_sum,
-    barrier,
-    derived_seed,
-    gather_object,
-    seed_everything,
-)
-from css.engine.loaders import (
-    clean_worker_errors,
-    eval_loader,
-    progress,
-    to_device,
-    train_loader,
-)
+from css.distributed import DistEnv, all_reduce_sum, barrier, derived_seed, gather_object, seed_everything
+from css.engine.loaders import clean_worker_errors, eval_loader, progress, to_device, train_loader
 from css.engine.precision import autocast, gradients_finite, nonfinite_terms
 from css.engine.resume import ResumeState
 from css.engine.schedules import build_optimizer, build_schedule

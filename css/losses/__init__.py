@@ -8,14 +8,8 @@ from css.losses.classification import (bce_with_ignore, cross_entropy, labelled_
                                        unbiased_ce)
 from css.losses.distillation import feature_mse, icarl_distillation, kd, lgkd, soft_kd, unbiased_kd
 from css.losses.pod import local_pod
-from css.losses.pseudo import (
-    all_reduce_histogram,
-    entropy_histogram,
-    entropy_upper_bound,
-    entropy_score,
-    pseudo_label,
-    thresholds_from_histogram,
-)
+from css.losses.pseudo import (all_reduce_histogram, entropy_histogram, entropy_upper_bound, entropy_score,
+                               pseudo_label, thresholds_from_histogram)
 from css.losses.regularizers import EWC, PI, RW, build_regularizer
 from css.losses.regularizer_base import PER_TENSOR
 

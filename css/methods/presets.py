@@ -59,11 +59,8 @@ class StepLoss(Protocol):
     def describe(self) -> str: ...
 
 
-def _no_check(*args: Any, **kwargs: Any) -> None:
-    return None
-
-
-def _no_step_loss(*args: Any, **kwargs: Any) -> None:
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    """The default hook: no check, no step loss."""
     return None
 
 
@@ -82,6 +79,6 @@ class MethodExtension:
 
     presets: dict[str, dict[str, Any]]
     aliases: dict[str, str] = field(default_factory=dict)
-    resolve: Callable[..., None] = _no_check
-    check: Callable[..., None] = _no_check
-    step_loss: Callable[..., StepLoss | None] = _no_step_loss
+    resolve: Callable[..., None] = _nothing
+    check: Callable[..., None] = _nothing
+    step_loss: Callable[..., StepLoss | None] = _nothing

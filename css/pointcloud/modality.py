@@ -25,13 +25,7 @@ import torch
 from css.errors import CheckpointError
 from css.modality.protocol import Modality
 from css.pointcloud.channels import IN_CHANNELS, class_predictor, in_channels
-from css.pointcloud.config import (
-    CHOICES,
-    PointDataConfig,
-    PointModelConfig,
-    PointTrainConfig,
-    check_config,
-)
+from css.pointcloud.config import CHOICES, PointDataConfig, PointModelConfig, PointTrainConfig, check_config
 from css.tasks.task import Task
 
 log = logging.getLogger("css")

@@ -35,13 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from css.errors import CSSError
-from css.results.summary import (
-    METRICS,
-    OPTIONAL_METRICS,
-    final_summary,
-    nan_if_none,
-    step_entry,
-)
+from css.results.summary import METRICS, OPTIONAL_METRICS, final_summary, nan_if_none, step_entry
 from css.utils import atomic_write_text
 
 # The names of the two point-cloud metrics (docs/pointcloud-evaluation.md): "sampled" is the

@@ -3,13 +3,7 @@ tables, the class-presence index of a split, and what inspection reports of a ta
 
 from css.tasks.index import ClassIndex, presence_any, presence_share
 from css.tasks.inspection import InspectedSplit, StepSummary, format_report, summarise
-from css.tasks.registry import (
-           get_task,
-           list_tasks,
-           load_task,
-           task_from_config,
-           task_from_steps,
-)
+from css.tasks.registry import get_task, list_tasks, load_task, task_from_config, task_from_steps
 from css.tasks.tables import ADE_CLASSES, S3DIS_CLASSES, SCANNET_CLASSES, VOC_CLASSES
 from css.tasks.task import SPLITS, Task
 

@@ -13,9 +13,7 @@ from typing import Any
 import yaml
 
 from css.errors import ConfigError, DataError
-from css.image.datasets.listing import (
-    IGNORE_LABEL, Listing, check_masks_exist, require_dir, require_file,
-)
+from css.image.datasets.listing import IGNORE_LABEL, Listing, check_masks_exist, require_dir, require_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -9,9 +9,8 @@ import os
 from pathlib import Path
 
 from css.errors import DataError
-from css.image.datasets.listing import (
-    IGNORE_LABEL, Listing, check_images_exist, check_masks_exist, require_dir, require_file,
-)
+from css.image.datasets.listing import (IGNORE_LABEL, Listing, check_images_exist, check_masks_exist, require_dir,
+                                        require_file)
 from css.tasks.tables import VOC_CLASSES
 
 CLASS_NAMES = VOC_CLASSES
