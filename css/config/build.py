@@ -119,7 +119,9 @@ def _build(cls: type, data: Any, where: str, source: str = "", modality: str | N
     if not isinstance(data, dict):
         raise ConfigError(f"{source}{where or 'config'}: expected a mapping of keys, got {data!r}")
     hints = typing.get_type_hints(cls)
-    sections = get_modality(modality).config_sections if modality is not None else {}
+    own = get_modality(modality) if modality is not None else None
+    sections = own.config_sections if own is not None else {}
+    own_choices = own.config_choices if own is not None else {}
     if cls is Config:
         hints.update(sections)
     names = [f.name for f in dataclasses.fields(cls)]
@@ -138,8 +140,7 @@ def _build(cls: type, data: Any, where: str, source: str = "", modality: str | N
             kwargs[key] = _build(hints[key], value, key, source, modality)
         else:
             kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
-        choices = CHOICES.get(f"{prefix}{key}") or (get_modality(modality).config_choices.get(f"{prefix}{key}")
-                                                    if modality is not None else None)
+        choices = CHOICES.get(f"{prefix}{key}") or own_choices.get(f"{prefix}{key}")
         if choices and kwargs[key] is not None and kwargs[key] not in choices:
             raise ConfigError(f"{source}{prefix}{key}: {kwargs[key]!r} is not one of {', '.join(choices)}")
     if cls is Config:
