@@ -17,9 +17,36 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from css.distributed import process_group_up
+
 __all__ = ["SegOutput", "BatchNormAct", "ACTIVATIONS"]
 
 ACTIVATIONS = ("leaky_relu", "identity")
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """A differentiable sum over the processes of ``group``, on the public ``torch.distributed.all_reduce``
+    (``torch.distributed.nn.functional.all_reduce`` is deprecated in torch 2.14). Every process's
+    output is the same sum, so the gradient of an input is the sum of the output's gradients over
+    the processes: one more all-reduce."""
+
+    @staticmethod
+    def forward(ctx, tensor: Tensor, group: Any) -> Tensor:
+        ctx.group = group
+        out = tensor.clone()
+        torch.distributed.all_reduce(out, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+def differentiable_all_reduce(tensor: Tensor, group: Any = None) -> Tensor:
+    """The sum of ``tensor`` over the processes of ``group``, differentiable (docs/contracts.md#global-batch)."""
+    return _AllReduceSum.apply(tensor, group)
 
 
 class SegOutput(NamedTuple):
@@ -47,8 +74,8 @@ class BatchNormAct(_BatchNorm):
     group (``process_group`` or the default group) has more than one process, the batch moments are
     all-reduced so that outputs, gradients and running statistics equal those of a single process
     normalising the concatenated global batch. The all-reduce is differentiable
-    (torch.distributed.nn.functional.all_reduce, works with gloo and nccl), so gradients flow to the
-    inputs of every process. Running variance uses the unbiased global variance, as in InPlaceABN.
+    (``differentiable_all_reduce``, on torch.distributed.all_reduce; gloo and nccl), so gradients
+    flow to the inputs of every process. Running variance uses the unbiased global variance, as in InPlaceABN.
 
     Accepts inputs of 2 to 5 dimensions: (B, C), (B, C, N), (B, C, H, W), (B, C, D, H, W).
     """
@@ -99,10 +126,9 @@ class BatchNormAct(_BatchNorm):
         """Whether this call must all-reduce the batch moments."""
         if not (self.sync and self.training):
             return False
-        dist = torch.distributed
-        if not (dist.is_available() and dist.is_initialized()):
+        if not process_group_up():
             return False
-        return dist.get_world_size(self.process_group) > 1
+        return torch.distributed.get_world_size(self.process_group) > 1
 
     def _sync_forward(self, x: Tensor) -> Tensor:
         """Normalise with the moments of the global batch (all processes of the group).
@@ -112,15 +138,13 @@ class BatchNormAct(_BatchNorm):
         reduce cancels badly when |mean| >> std). Half-precision inputs are computed in float32,
         as F.batch_norm does.
         """
-        from torch.distributed.nn.functional import all_reduce
-
         channels = x.shape[1]
         dims = [0, *range(2, x.dim())]
         view = (1, channels) + (1,) * (x.dim() - 2)
         dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         xc = x.to(dtype)
         count = torch.full((1,), x.numel() // channels, dtype=dtype, device=x.device)
-        sums = all_reduce(torch.cat([xc.sum(dims), count]), group=self.process_group)
+        sums = differentiable_all_reduce(torch.cat([xc.sum(dims), count]), self.process_group)
         n = sums[channels]
         n_items = int(n.item())
         if n_items <= 1:
@@ -130,7 +154,7 @@ class BatchNormAct(_BatchNorm):
             )
         mean = sums[:channels] / n
         centred = xc - mean.view(view)
-        var = all_reduce((centred * centred).sum(dims), group=self.process_group) / n
+        var = differentiable_all_reduce((centred * centred).sum(dims), self.process_group) / n
         self._update_running_stats(mean.detach(), var.detach() * (n_items / (n_items - 1)))
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:

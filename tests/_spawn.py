@@ -3,6 +3,7 @@ controller, and compare the epoch losses they log (docs/contracts.md#global-batc
 
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import torch
@@ -15,12 +16,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def strict_warnings() -> None:
+    """In a spawned process, as pyproject's filterwarnings does in the test process: a
+    DeprecationWarning or FutureWarning raised from css's own code is an error, so the next
+    deprecation shows when it appears (the DDP-only code runs in spawned processes alone)."""
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("error", category=category, module=r"css(\.|$)")
+
+
 def _worker(rank: int, world: int, port: int, jobs: list[tuple[str, str | None]]) -> None:
     """Run the configs of ``jobs`` (config path, --init-step0 or None) one after the other in one
     process group (one spawn instead of one per run: the imports cost seconds per process)."""
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    strict_warnings()
     from css.config.build import load_config
     from css.controller.steps import run_from_config
     from css.distributed import shutdown

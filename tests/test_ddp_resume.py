@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from _spawn import free_port
+from _spawn import free_port, strict_warnings
 from _tiny import TINY, write_config
 
 
@@ -19,6 +19,7 @@ def _digest(t: torch.Tensor) -> str:
 
 
 def _worker(rank: int, world: int, port: int, straight: str, broken: str, out: str) -> None:
+    strict_warnings()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

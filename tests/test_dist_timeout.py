@@ -15,13 +15,14 @@ import torch.multiprocessing as mp
 from css.config.build import load_config
 from css.errors import ConfigError
 
-from _spawn import free_port
+from _spawn import free_port, strict_warnings
 from _tiny import TINY, write_config
 
 TIMEOUT = 4
 
 
 def _worker(rank: int, world: int, port: int, cfg_path: str, out: str) -> None:
+    strict_warnings()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -12,11 +12,12 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _spawn import free_port  # noqa: E402
+from _spawn import free_port  # noqa: E402, strict_warnings
 from _tiny import write_config  # noqa: E402
 
 
 def _worker(rank: int, world: int, port: int, full: str, part: str, out: str) -> None:
+    strict_warnings()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _spawn import free_port  # noqa: E402
+from _spawn import free_port  # noqa: E402, strict_warnings
 from _tiny import write_config  # noqa: E402
 
 # 14 test images: step 0 of task 2-2 keeps the 9 with a class of that step (odd, checked below).
@@ -22,6 +22,7 @@ OPTIONS = {"num_images": {"train": 16, "test": 14}, "size": 64, "num_classes": 4
 
 
 def _worker(rank: int, world: int, port: int, jobs: list[tuple[str, str]]) -> None:
+    strict_warnings()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)

@@ -19,6 +19,7 @@ from css.controller.steps import run_from_config
 from css.errors import CSSError
 
 from _run_folder import crash_in_step1_epoch1, make_config
+from _spawn import strict_warnings
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLD = ("import sys, time\nfrom css.controller.runlock import RunLock\nRunLock(sys.argv[1]).acquire()\n"
@@ -108,6 +109,7 @@ def test_the_lock_is_released_after_an_error(tmp_path, monkeypatch):
 
 
 def _worker(rank: int, world: int, port: int, cfg_path: str, out: str) -> None:
+    strict_warnings()
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     from css.config.build import load_config

@@ -113,3 +113,25 @@ def test_a_stale_module_reference_is_found(tmp_path):
         "stale: notes.md names css.b.c.Y, but css.b.c has no Y",
         "stale: notes.md names css.old, which is no module of css",
         "stale: notes.md names css/old.py, which does not exist"]
+
+
+def test_a_deprecation_raised_from_css_is_an_error_and_elsewhere_a_warning():
+    """pyproject's filterwarnings (and strict_warnings in spawned processes): css's own
+    DeprecationWarning / FutureWarning fail the test, another package's stay warnings."""
+    import warnings
+
+    from _spawn import strict_warnings
+
+    for category in (DeprecationWarning, FutureWarning):
+        with pytest.raises(category):
+            warnings.warn_explicit("old API", category, "css/nn.py", 1, module="css.nn")
+        with pytest.warns(category):
+            warnings.warn_explicit("old API", category, "x.py", 1, module="cssx.other")
+        with warnings.catch_warnings():
+            warnings.resetwarnings()
+            strict_warnings()
+            with pytest.raises(category):
+                warnings.warn_explicit("old API", category, "css/a.py", 1, module="css.a")
+            with pytest.raises(category):
+                warnings.warn_explicit("old API", category, "css/__init__.py", 1, module="css")
+            warnings.warn_explicit("old API", category, "torch/x.py", 1, module="torch.x")  # no error

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from css.errors import ConfigError, DependencyError
 from css.nn import BatchNormAct
+from _spawn import strict_warnings
 
 SPLIT = (3, 2)  # unequal shares of a batch of 5: the global count must be summed, not assumed
 
@@ -76,6 +77,7 @@ def run_model(part: slice) -> dict[str, torch.Tensor]:
 
 
 def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    strict_warnings()
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
