@@ -254,3 +254,18 @@ def test_training_dropout_mask_depends_on_the_sample_alone():
     assert not torch.equal(full[0] == 0, full[1] == 0)  # samples get different masks
     # another input (next epoch: other points, augmentation) gives another mask
     assert not torch.equal(sample_seeds(x + 1e-3), seeds)
+
+
+def test_every_gradient_has_its_weights_layout():
+    """The EdgeConv weights are channels-last like the gradients their channels-last inputs give, so
+    DDP reduces each gradient in place (docs/pointcloud-model.md#memory-layout); with contiguous
+    weights the 1x1 Conv2d gradients come out in the other layout."""
+    torch.manual_seed(0)
+    model = build_model([4, 2], k=8)
+    model(torch.randn(2, 9, 64)).logits.sum().backward()
+    convs = [n for n, p in model.named_parameters() if p.dim() == 4]
+    assert len(convs) == 6  # two 1x1 Conv2d per EdgeConv
+    assert all(p.grad.stride() == p.stride() for p in model.parameters() if p.grad is not None)
+    contiguous = build_model([4, 2], k=8).to(memory_format=torch.contiguous_format)
+    contiguous(torch.randn(2, 9, 64)).logits.sum().backward()
+    assert {n for n, p in contiguous.named_parameters() if p.grad.stride() != p.stride()} == set(convs)

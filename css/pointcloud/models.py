@@ -235,6 +235,11 @@ class DGCNNSeg(IncrementalModel):
         )
         self.cls = cls
         """One bias-free nn.Conv1d(128, n_i, 1) per step (css.heads.IncrementalHead)."""
+        # The EdgeConv inputs are channels-last views (css.pointcloud.knn.edge_features), so the
+        # gradients of the 1x1 Conv2d weights come out channels-last; weights in the same layout
+        # (same values) let DDP reduce them in place instead of copying each one every iteration
+        # (docs/pointcloud-model.md#memory-layout).
+        self.encoder.to(memory_format=torch.channels_last)
 
     def set_knn_chunk(self, chunk: int | None) -> None:
         """Query points per kNN chunk in every EdgeConv (None: from the 64 MiB budget)."""
