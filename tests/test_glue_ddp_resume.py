@@ -12,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _spawn import free_port  # noqa: E402, strict_warnings
+from _spawn import free_port, strict_warnings  # noqa: E402
 from _tiny import write_config  # noqa: E402
 
 

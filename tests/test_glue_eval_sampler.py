@@ -14,7 +14,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _spawn import free_port  # noqa: E402, strict_warnings
+from _spawn import free_port, strict_warnings  # noqa: E402
 from _tiny import write_config  # noqa: E402
 
 # 14 test images: step 0 of task 2-2 keeps the 9 with a class of that step (odd, checked below).
