@@ -102,6 +102,24 @@ def collective_timeout_error(exc: BaseException, rank: int, timeout: float):
         f"(docs/faults.md#distributed-runs)")
 
 
+def is_peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective whose peer closed its connection: a process of the run crashed
+    or was killed, on this node or another (gloo: "Connection closed by peer" or "reset by peer")."""
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("closed by peer" in text or "reset by peer" in text)
+
+
+def peer_lost_error(exc: BaseException, rank: int):
+    """The TrainingError a process raises when another process of the run is gone (docs/clusters.md#after-a-failure)."""
+    from css.errors import TrainingError
+
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return TrainingError(
+        f"rank {rank}: another process of this DDP run closed its connection ({first[:200]}); it crashed or was "
+        f"killed, on this node or another. The finished epochs are kept: stop the remaining processes, then run "
+        f"the same command again on every node to resume (docs/clusters.md#after-a-failure)")
+
+
 def process_group_up() -> bool:
     """Whether a torch.distributed process group is initialised (the one test for it)."""
     return dist.is_available() and dist.is_initialized()

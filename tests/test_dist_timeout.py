@@ -110,3 +110,20 @@ def test_only_collective_timeouts_count_as_a_hung_process():
     assert not is_timeout(RuntimeError("DataLoader timed out after 60 seconds"))
     assert not is_timeout(ValueError("timed out"))
     assert not is_timeout(RuntimeError("shape mismatch"))
+
+
+def test_a_closed_connection_is_a_lost_process_not_a_timeout():
+    """A peer that crashed or was killed closes its connection: the others stop at once with a
+    TrainingError that says so (docs/clusters.md#after-a-failure); tests/test_multinode.py kills a node."""
+    from css.distributed import is_peer_lost, is_timeout, peer_lost_error
+    from css.errors import TrainingError
+
+    closed = RuntimeError("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed "
+                          "by peer [127.0.0.1]:20368. This is typically caused by a remote worker crashing.")
+    assert is_peer_lost(closed) and not is_timeout(closed)
+    assert is_peer_lost(RuntimeError("Connection reset by peer"))
+    assert not is_peer_lost(RuntimeError("Timed out waiting 4000ms")) and not is_peer_lost(ValueError("closed by peer"))
+    err = peer_lost_error(closed, 1)
+    assert isinstance(err, TrainingError)
+    assert str(err).startswith("rank 1: another process of this DDP run closed its connection ([/__w/pytorch")
+    assert "docs/clusters.md#after-a-failure" in str(err)

@@ -28,8 +28,8 @@ from css.config.schema import Config, step_value
 from css.controller.handover import hand_over, load_step
 from css.controller.runfolder import first_missing, prepare_run_folder, remove_failed_start, trained_anything
 from css.controller.start import imported_regularizer, parse_steps, setup_logging
-from css.distributed import (DistEnv, barrier, collective_timeout_error, cpu_has_bf16, init_distributed, is_timeout,
-                             run_on_main, seed_everything)
+from css.distributed import (DistEnv, barrier, collective_timeout_error, cpu_has_bf16, init_distributed, is_peer_lost,
+                             is_timeout, peer_lost_error, run_on_main, seed_everything)
 from css.engine.best_epoch import BestOnTest, best_path, selects_best_on_test
 from css.engine.settings import TrainSettings
 from css.engine.trainer import Trainer
@@ -319,4 +319,6 @@ def run_from_config(cfg: Config, *, steps: str | None = None, init_step0: str | 
         ctl.remove_failed_start()  # a failure before ctl.run held the folder (its preparation)
         if env.distributed and is_timeout(exc):
             raise collective_timeout_error(exc, env.rank, cfg.train.dist_timeout) from None
+        if env.distributed and is_peer_lost(exc):
+            raise peer_lost_error(exc, env.rank) from None
         raise
