@@ -11,6 +11,10 @@
 #      point-cloud demo on CUDA with fp16;
 #   2d. point clouds: the full-coverage evaluation's cost per million points, FPS / kNN /
 #      pseudo-labelling times, and a 3DPC-CISS demo under protocol reference (pooled kNN on CUDA);
+#   2e. DDP over NCCL: the point-cloud demo, shortened, on 2 processes (one per GPU; skipped with
+#      one GPU: NCCL refuses two processes on one device), and whether the deprecated-collective
+#      FutureWarning or DDP's "Grad strides do not match bucket view strides" appears
+#      (docs/clusters.md, docs/pointcloud-model.md#memory-layout);
 #   4. the whole test suite, if time is left.
 # Results land in $OUT (default benchmarks/results/gpu): gpu_check.log and results.tar.gz.
 set -u
@@ -70,6 +74,18 @@ cp benchmarks/results/fps_cuda.* $RES/ 2>/dev/null
 timeout $(cap 120) $PY -m css.train --modality pointcloud --config configs/demo/pointcloud.yaml name=demo_pc_ciss_gpu \
   method.name=3dpc-ciss protocol=reference device=cuda data.root=$RES/synthetic_pc output_dir=$RES/runs
 echo "pc 3dpc-ciss demo rc=$?"
+
+say "2e. DDP over NCCL: the point-cloud demo on 2 processes, and its warnings"
+if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+  timeout $(cap 150) $PY -m torch.distributed.run --nproc_per_node 2 -m css.train --modality pointcloud \
+    --config configs/demo/pointcloud.yaml name=demo_pc_nccl device=cuda train.max_iters_per_epoch=4 \
+    data.root=$RES/synthetic_pc output_dir=$RES/runs > $RES/ddp_nccl.log 2>&1
+  echo "nccl demo rc=$?"
+  echo "deprecated collective warnings: $(grep -c 'nn.functional.all_reduce is deprecated' $RES/ddp_nccl.log)"
+  echo "grad stride warnings: $(grep -c 'Grad strides do not match bucket view strides' $RES/ddp_nccl.log)"
+else
+  echo "skipped: one GPU (NCCL needs one device per process)"
+fi
 
 if [ -n "$BUILD" ]; then
   say "3. waiting for the inplace-abn build"
