@@ -141,17 +141,17 @@ def cycles(modules: dict[str, Module]) -> list[str]:
 
 
 def _used(tree: ast.Module) -> set[str]:
-    """Names a module reads (``__all__`` lists do not count: listing a name is handing it on)."""
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
-    for node in ast.walk(tree):  # string annotations and casts name types too
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
-            used.add(node.value)
-        elif isinstance(node, ast.arg) and isinstance(node.annotation, ast.Constant):
-            used.update(str(node.annotation.value).replace("|", " ").replace("[", " ").replace("]", " ").split())
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            listed = {c.value for c in ast.walk(node.value) if isinstance(c, ast.Constant)}
-            used -= listed - {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and n is not node}
+    """Names a module reads: loaded names, and quoted names (string annotations and casts). The
+    strings of an ``__all__`` list do not count: listing a name is handing it on."""
+    listed = {id(c) for node in tree.body if isinstance(node, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+              for c in ast.walk(node.value)}
+    used = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            used.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in listed:
+            used.update(re.findall(r"[A-Za-z_]\w*", node.value) if len(node.value) < 80 else ())
     return used
 
 

@@ -73,10 +73,11 @@ class Objective:
         # docs/pointcloud-ciss.md#wiring; LwF*, docs/pointcloud-baselines.md#lwf-3dpc); ``num_steps``
         # tells an intermediate step of a multi-step task from the last one.
         self.step_loss = None
-        if self.incremental:
-            for ext in method_extensions():
-                self.step_loss = self.step_loss or ext.step_loss(m, step=step, num_steps=num_steps, num_old=num_old,
-                                                                 protocol=protocol, ignore_index=ignore_index)
+        for ext in method_extensions() if self.incremental else ():
+            self.step_loss = ext.step_loss(m, step=step, num_steps=num_steps, num_old=num_old, protocol=protocol,
+                                           ignore_index=ignore_index)
+            if self.step_loss is not None:
+                break
         self.thresholds: torch.Tensor | None = None
         self.regularizer = None
 

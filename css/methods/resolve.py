@@ -14,10 +14,11 @@ from css.methods.presets import ALIASES, COMMON, PRESETS
 from css.modality.registry import method_extensions
 
 
-def all_presets() -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """(presets, aliases): the core's, then each modality's."""
+def all_presets(extensions: list[Any] | None = None) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(presets, aliases): the core's, then each modality's (``extensions``: the modalities'
+    ``MethodExtension``s when the caller has them already)."""
     presets, aliases = dict(PRESETS), dict(ALIASES)
-    for ext in method_extensions():
+    for ext in method_extensions() if extensions is None else extensions:
         presets.update(ext.presets)
         aliases.update(ext.aliases)
     return presets, aliases
@@ -35,7 +36,7 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
     2-D feature maps, so the presets that use it run without it on points, docs/methods.md#point-clouds).
     """
     extensions = method_extensions()
-    presets, aliases = all_presets()
+    presets, aliases = all_presets(extensions)
     key = aliases.get(method.name.lower(), method.name.lower())
     if key not in presets:
         import difflib
