@@ -149,7 +149,8 @@ class ConfusionMatrix:
         ``num_old`` counts background, like ``Task.num_old_classes``. At step 0 pass either 0 or
         ``num_classes``: every class is then a base ("old") class and ``new`` is nan.
         ``background=False``: channel 0 is a synthetic background channel (point clouds), not a
-        class; it is left out of ``all`` (old and new never include channel 0).
+        class; it is left out of ``all`` (old and new never include channel 0) and ``bg`` is nan at
+        every step (docs/protocol.md#metrics: one rule, "-" in logs, tables and reports).
         ``per_class`` lists the IoU of every class, ``None`` where the class has no ground truth.
         ``oa`` is the overall accuracy over every counted element.
         """
@@ -162,7 +163,7 @@ class ConfusionMatrix:
         old = _masked_mean(iou, present & (idx >= 1) & (idx < split))
         new = _masked_mean(iou, present & (idx >= split))
         return {
-            "bg": iou[0].item() if bool(present[0]) else math.nan,
+            "bg": iou[0].item() if background and bool(present[0]) else math.nan,
             "old": old,
             "new": new,
             "all": self.mean_iou() if background else _masked_mean(iou, present & (idx >= 1)),

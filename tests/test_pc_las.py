@@ -282,7 +282,9 @@ def test_example_config_through_the_modality(prepared, caplog):
     assert len(train) > 0 and train[0][0].shape == (10, 256)
     with caplog.at_level(logging.INFO, logger="css"):
         model = modality.build_model(cfg, task.classes_per_step(1), env=None)
-    assert "DGCNN input: 10 channels (xyz, rgb, normalised xyz, height above the block minimum)" in caplog.text
+        modality.build_model(cfg, task.classes_per_step(0), env=None)  # the old model of step 1
+    line = "DGCNN input: 10 channels (xyz, rgb, normalised xyz, height above the block minimum)"
+    assert caplog.text.count(line) == 1  # said once per run, not once per model built
     model.eval()
     x = torch.stack([train[0][0], train[min(1, len(train) - 1)][0]])
     with torch.no_grad():

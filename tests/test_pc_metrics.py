@@ -7,6 +7,7 @@ import torch
 from css.metrics import ConfusionMatrix
 from css.pointcloud.channels import class_predictor
 from css.results.jsonfile import build_results
+from css.results.recording import format_summary
 from css.results.summary import step_entry
 from css.results.tables import format_table
 from css.tasks.registry import get_task
@@ -29,6 +30,10 @@ def test_summary_leaves_the_synthetic_background_out():
     assert math.isclose(s["new"], iou[3], rel_tol=1e-6)
     assert math.isclose(s["all"], (iou[1] + iou[2] + iou[3]) / 3, rel_tol=1e-6)  # channel 0 not in "all"
     assert math.isclose(s["oa"], 12 / 16, rel_tol=1e-6)
+    # channel 0 has ground truth here (future classes are background at step 1) and IoU 2/5, yet the
+    # synthetic channel is not a class: no bg figure at any step, printed "-" like the last step's
+    assert s["bg"] != s["bg"]
+    assert "bg   -   | old" in format_summary(1, 4, s)
     with_bg = _cm().summary(3)
     assert math.isclose(with_bg["all"], sum(iou) / 4, rel_tol=1e-6)  # images: background is a class
 

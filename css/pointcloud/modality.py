@@ -43,6 +43,7 @@ class PointCloudModality(Modality):
 
     def __init__(self) -> None:
         self._stores: dict[tuple, Any] = {}
+        self.said_inputs: set[tuple[int, bool]] = set()  # the DGCNN inputs logged so far (build_model)
 
     def check_config(self, cfg, where: str) -> None:
         check_config(cfg, where)
@@ -71,8 +72,13 @@ class PointCloudModality(Modality):
 
         m = cfg.model
         channels = in_channels(cfg)
-        log.info("DGCNN input: %d channels (xyz, rgb, normalised xyz%s)", channels,
-                 ", height above the block minimum" if channels > IN_CHANNELS else "")
+        # A step builds up to three models (the new one, the old one, the hand-over's load): the
+        # input is said once per run.
+        said = (channels, channels > IN_CHANNELS)
+        if said not in self.said_inputs:
+            self.said_inputs.add(said)
+            log.info("DGCNN input: %d channels (xyz, rgb, normalised xyz%s)", channels,
+                     ", height above the block minimum" if channels > IN_CHANNELS else "")
         kwargs: dict[str, Any] = dict(in_channels=channels, k=m.k, dropout=m.dropout)
         if m.knn_chunk is not None:
             kwargs["knn_chunk"] = m.knn_chunk
