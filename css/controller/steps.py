@@ -26,6 +26,7 @@ from css.config import identity
 from css.config.build import from_dict
 from css.config.schema import Config, step_value
 from css.controller.handover import hand_over, load_step
+from css.controller.preflight import check_steps
 from css.controller.runfolder import first_missing, prepare_run_folder, remove_failed_start, trained_anything
 from css.controller.start import imported_regularizer, parse_steps, setup_logging
 from css.distributed import (DistEnv, barrier, collective_timeout_error, cpu_has_bf16, init_distributed, is_peer_lost,
@@ -124,6 +125,8 @@ class Controller:
         remove_failed_start(self.run_dir, created)
 
     def _run(self, steps: list[int], plan: dict[str, Any]) -> dict[str, Any] | None:
+        # every step this command trains is checked before the first one trains (docs/controller.md#preflight)
+        check_steps(self, steps, set(plan["finished"]))
         if self.env.is_main:
             from torch.utils.tensorboard import SummaryWriter
 

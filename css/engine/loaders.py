@@ -104,6 +104,19 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(s)
 
 
+def pads_train_sampler(protocol: str) -> bool:
+    """Whether the training sampler pads the shuffled order to a multiple of the process count (the
+    published code's does; docs/process-count.md#what-is-guaranteed)."""
+    return protocol != "fixed"
+
+
+def shard_size(num_samples: int, world_size: int, protocol: str) -> int:
+    """Samples each process's training sampler yields per epoch (``len(DistributedSampler)``)."""
+    if pads_train_sampler(protocol):
+        return -(-num_samples // world_size)
+    return num_samples // world_size
+
+
 def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Callable | None = None) -> DataLoader:
     """Shuffled, drop_last loader over this process's shard (docs/protocol-2d.md#processes-and-batch:
     DistributedSampler with seed 0 + set_epoch, drop_last=True)."""
@@ -117,10 +130,10 @@ def train_loader(dataset: Dataset, env: DistEnv, s: TrainSettings, collate: Call
     # samples, than a 1-process step (floor(ceil(N / W) / b) > floor(N / B)). Without padding
     # (drop_last in the sampler) every W runs floor(N / B) iterations over the same global batches
     # (docs/process-count.md#what-is-guaranteed).
-    pad = s.protocol == "reference"
+    pad = pads_train_sampler(s.protocol)
     sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True,
                                  seed=0, drop_last=not pad)
-    if len(sampler) < b:
+    if len(sampler) < b:  # css.controller.preflight says so before any step trains; this is the last guard
         raise ConfigError(f"step {s.step}: the training set has {len(dataset)} samples, fewer than one batch "
                           f"of {s.batch_size} (drop_last); lower train.batch_size")
     return DataLoader(dataset, batch_size=b, sampler=sampler, num_workers=s.num_workers, drop_last=True,

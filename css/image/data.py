@@ -29,7 +29,7 @@ from css.image.datasets import check_name, class_names, list_split, synthetic
 from css.image.datasets.checks import damaged, verified_images
 from css.image.datasets.listing import IGNORE_LABEL, Listing, check_split
 from css.image.datasets.synthetic import SyntheticSource
-from css.tasks.index import ClassIndex, presence_any
+from css.tasks.index import ClassIndex, presence_any, shown_labels
 from css.tasks.registry import load_task
 from css.tasks.task import Task
 
@@ -91,6 +91,11 @@ class SegmentationDataset(Dataset):
         self.ids = [ids[i] for i in indices]
         self.task, self.step, self.split, self.overlap = task, step, split, overlap
         self.transform = transform
+        self.presence: np.ndarray | None = None  # presence[k, l]: kept image k shows dataset label l
+
+    def shown_labels(self) -> set[int]:
+        """The dataset labels some kept image shows (at least one pixel; css.controller.preflight)."""
+        return shown_labels(self.presence)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -251,8 +256,11 @@ def build_dataset(
         raise ConfigError(f"build_dataset({name!r}, split={split!r}) was given the index of "
                           f"{index.name!r} split {index.split!r}; pass load_split({name!r}, ..., {split!r})")
     _check_task_fits(task, index.num_labels, name)
-    indices = subset_indices(index.presence(), task, step, split, overlap)
-    return SegmentationDataset(index.source, index.ids, indices, task, step, split, overlap, transform)
+    presence = index.presence()
+    indices = subset_indices(presence, task, step, split, overlap)
+    dataset = SegmentationDataset(index.source, index.ids, indices, task, step, split, overlap, transform)
+    dataset.presence = presence[indices]
+    return dataset
 
 
 def load_dataset_task(

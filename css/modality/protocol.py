@@ -51,7 +51,9 @@ class Modality(Protocol):
         ...
 
     def dataset(self, cfg: Any, task: Any, step: int, split: str) -> Dataset:
-        """The step's dataset of ``split``, already selected and remapped for the task."""
+        """The step's dataset of ``split``, already selected and remapped for the task. It also has
+        ``shown_labels()``: the dataset labels some of its items show, by the modality's presence rule
+        (what css.controller.preflight checks a step's classes against)."""
         ...
 
     def load_pretrained(self, model: torch.nn.Module, cfg: Any) -> None:

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from css.errors import ConfigError, DataError, TaskError
-from css.tasks.index import presence_share
+from css.tasks.index import presence_share, shown_labels
 from css.pointcloud import synthetic
 from css.pointcloud.store import BlockStore
 from css.pointcloud.transforms import block_features, sample_indices
@@ -258,6 +258,11 @@ class BlockDataset(Dataset):
         self.num_points, self.augment, self.seed = num_points, augment, seed
         self.protocol, self.overlap = protocol, overlap
         self.label_set = label_set(store, protocol)
+        self.presence: np.ndarray | None = None  # presence[k, l]: block k shows label l (the block rule)
+
+    def shown_labels(self) -> set[int]:
+        """The dataset labels some block shows under the presence rule (css.controller.preflight)."""
+        return shown_labels(self.presence)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -305,8 +310,12 @@ def build_dataset(name: str, root: str | os.PathLike | None, *, task: Task, step
         raise ValueError(f"store {store.path} holds the {store.attrs.get('split')!r} split, not {split!r}")
     _check_fits_store(task, store)
     indices = select_blocks(store, task, step, split, protocol=protocol, overlap=overlap, presence=presence)
-    return BlockDataset(store, indices, task, step, split, num_points=num_points, augment=augment, seed=seed,
-                        protocol=protocol, overlap=overlap, height_feature=height_feature)
+    dataset = BlockDataset(store, indices, task, step, split, num_points=num_points, augment=augment, seed=seed,
+                           protocol=protocol, overlap=overlap, height_feature=height_feature)
+    fraction, min_count = presence
+    dataset.presence = presence_share(store.counts(label_set(store, protocol))[indices], store.sizes[indices],
+                                      fraction=fraction, min_count=min_count)
+    return dataset
 
 
 # --- summary for ``python -m css.data inspect`` ----------------------------------------------

@@ -47,6 +47,13 @@ def presence_any(counts: np.ndarray) -> np.ndarray:
     return np.asarray(counts) > 0
 
 
+def shown_labels(presence: np.ndarray | None) -> set[int]:
+    """The labels some item of a presence matrix (items x labels) shows."""
+    if presence is None or not len(presence):
+        return set()
+    return {int(label) for label in np.flatnonzero(np.asarray(presence, dtype=bool).any(axis=0))}
+
+
 def presence_share(counts: np.ndarray, sizes: np.ndarray, *, fraction: float = 0.05,
                    min_count: int = 100) -> np.ndarray:
     """Point-cloud blocks: label l is shown when count > max(int(fraction * size), min_count)."""

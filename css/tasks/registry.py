@@ -64,6 +64,17 @@ def get_task(dataset: str, name: str) -> Task:
     return _make_task(key, name, [list(group) for group in tables[reference]], reference)
 
 
+def is_published(task: Task) -> bool:
+    """Whether ``task`` is a published task of its dataset, as the published tables have it (a
+    dataset of one's own or a user's class groups is not)."""
+    key = str(task.dataset).lower()
+    if key not in TABLES:
+        return False
+    tables, aliases = TABLES[key]
+    reference = aliases.get(task.reference_name, task.reference_name)
+    return reference in tables and tables[reference] == task.steps
+
+
 def task_from_steps(dataset: str, steps: Sequence[Sequence[int]], name: str = "custom") -> Task:
     """A user-defined task: ``steps`` lists dataset label ids per step, step 0 first.
 

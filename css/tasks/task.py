@@ -138,6 +138,9 @@ class Task:
 
     # -- structure ---------------------------------------------------------------------------
 
+    adds = "classes"
+    """What a step adds: new classes (here) or new domains (css.tasks.domain.DomainTask)."""
+
     @property
     def num_steps(self) -> int:
         return len(self.steps)
