@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from css.config.protocols import PROTOCOLS
 from css.errors import ConfigError, CSSError
 from css.modality.registry import get_modality, modality_names
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="without --config: which modality's datasets --dataset names (default image)")
     inspect.add_argument("--dataset", help="image: voc, ade, folder, synthetic; pointcloud: s3dis, scannet, "
                                            "folder, synthetic")
-    inspect.add_argument("--protocol", choices=("reference", "fixed"), default="reference",
+    inspect.add_argument("--protocol", choices=PROTOCOLS, default="reference",
                          help="point clouds without --config: which label set (ScanNet) and unannotated rule")
     inspect.add_argument(
         "--root", help="dataset folder (for voc: the folder holding PascalVOC2012/)"

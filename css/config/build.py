@@ -26,6 +26,7 @@ import yaml
 from css.config.checks import check_values
 from css.config.files import apply_overrides, load_yaml_tree
 from css.config.numbers import to_float, to_int
+from css.config.protocols import PROTOCOLS
 from css.config.schema import Config
 from css.errors import ConfigError
 from css.modality.registry import get_modality, modality_names
@@ -33,7 +34,7 @@ from css.modality.registry import get_modality, modality_names
 # Keys with a fixed set of values, for every modality; a modality adds those of its own sections
 # (``Modality.config_choices``).
 CHOICES: dict[str, tuple[str, ...]] = {
-    "protocol": ("reference", "fixed"),
+    "protocol": PROTOCOLS,
     "device": ("auto", "cpu", "cuda"),
     "train.precision": ("fp32", "fp16", "bf16"),
     "train.optimizer": ("sgd", "adam"),

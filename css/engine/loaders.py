@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from css.checkpoint import rng_state, set_rng_state
+from css.config.protocols import quirks
 from css.distributed import DistEnv, derived_seed, seed_everything
 from css.errors import ConfigError, CSSError
 
@@ -107,7 +108,7 @@ def _seed_worker(worker_id: int) -> None:
 def pads_train_sampler(protocol: str) -> bool:
     """Whether the training sampler pads the shuffled order to a multiple of the process count (the
     published code's does; docs/process-count.md#what-is-guaranteed)."""
-    return protocol != "fixed"
+    return quirks(protocol) == "reference"
 
 
 def shard_size(num_samples: int, world_size: int, protocol: str) -> int:
@@ -159,7 +160,7 @@ def eval_loader(dataset: Dataset, env: DistEnv, batch_size: int, *, protocol: st
     """``drop_last``: leave out the last incomplete batch (the 3DPC-CISS test loader does,
     docs/pointcloud.md#protocol)."""
     b = local_batch(batch_size, env, "train.eval_batch_size")
-    if protocol == "reference":
+    if quirks(protocol) == "reference":
         # docs/protocol-2d.md#processes-and-batch: the reference test sampler shuffles and pads to a
         # multiple of W (up to W-1 images counted twice).
         sampler: Sampler = DistributedSampler(dataset, num_replicas=env.world_size, rank=env.rank,

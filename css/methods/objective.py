@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from css import losses as L
 from css.config.method import MethodConfig
+from css.config.protocols import quirks
 from css.distributed import process_group_up
 from css.modality.registry import method_extensions
 
@@ -109,7 +110,7 @@ class Objective:
             hist = torch.zeros(self.num_current, self.m.pseudo_bins, dtype=torch.float64)
         if self.protocol == "fixed":
             hist = L.all_reduce_histogram(hist)
-        self.thresholds = L.thresholds_from_histogram(hist, protocol=self.protocol,
+        self.thresholds = L.thresholds_from_histogram(hist, protocol=quirks(self.protocol),
                                                       min_threshold=self.m.pseudo_threshold, upper=upper)
         return self.thresholds
 

@@ -54,6 +54,9 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
         # runs ADE with VOC factors; the fixed protocol uses the factors of the original PLOP ADE
         # scripts (docs/protocol-2d.md#methods).
         values.update(pod_factor=0.001, pod_logits_factor=0.00001)
+    if protocol == "mib" and key in ("ewc", "pi"):
+        # docs/protocol.md#mib-conventions: MiB's own presets weigh EWC and PI 500 (the LGKD/PLOP code 100)
+        values.update(reg_importance=500.0)
     given = {f.name: getattr(method, f.name) for f in dataclasses.fields(method) if f.name != "name"}
     for ext in extensions:
         ext.resolve(key, given, values, dataset=dataset, protocol=protocol, modality=modality)

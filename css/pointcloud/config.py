@@ -55,6 +55,9 @@ CHOICES: dict[str, tuple[str, ...]] = {"model.arch": ("dgcnn",)}
 def check_config(cfg: Config, where: str) -> None:
     """Ranges and combinations of the point-cloud sections (each error names the key and the fix)."""
     d, m = cfg.data, cfg.model
+    if cfg.protocol == "mib":
+        raise ConfigError(f"{where}protocol: mib is MiB's image conventions (docs/protocol.md#mib-conventions); "
+                          f"point clouds take protocol: reference or fixed")
     if d.num_points <= 0:
         raise ConfigError(f"{where}data.num_points must be positive, got {d.num_points}")
     if not 0 <= d.presence_fraction < 1 or d.presence_min_points < 0:

@@ -122,4 +122,15 @@ def task_from_config(cfg: Any, load_dataset_task: Callable[..., Any]) -> Task:
     task = load_dataset_task(cfg.data.dataset, spec, root=cfg.data.root, options=cfg.data.options or None)
     if cfg.task.steps is not None and task.name != cfg.task.name:
         task = dataclasses.replace(task, name=cfg.task.name)
-    return task
+    return with_protocol(task, cfg.protocol)
+
+
+def with_protocol(task: Task, protocol: str) -> Task:
+    """``task`` with the label conventions of ``protocol``. ``mib`` sets MiB's own
+    (docs/protocol.md#mib-conventions): ignored pixels are background in training, classes not seen
+    yet are ignored at test, and a void background label (ADE's label 0) is ignored at test."""
+    if protocol != "mib":
+        return task
+    info = DATASETS.get(str(task.dataset).lower())
+    return dataclasses.replace(task, train_ignore_as_background=True, test_ignores_unseen=True,
+                               test_ignores_background=bool(info and info.void_background))

@@ -65,11 +65,14 @@ class DatasetInfo:
     void_labels: tuple[int, ...] = ()  # always mapped to ignore_index (ScanNet unannotated)
     # ADE: no ignore label in training (docs/protocol-2d.md#label-maps-and-filters)
     train_ignore_as_background: bool = False
+    # ADE: the background label is "void/other" (what MiB's convention ignores at test)
+    void_background: bool = False
 
 
 DATASETS: dict[str, DatasetInfo] = {
     "voc": DatasetInfo(VOC_CLASSES, range(0, 21), background=0),
-    "ade": DatasetInfo(ADE_CLASSES, range(0, 151), background=0, train_ignore_as_background=True),
+    "ade": DatasetInfo(ADE_CLASSES, range(0, 151), background=0, train_ignore_as_background=True,
+                       void_background=True),
     "s3dis": DatasetInfo(S3DIS_CLASSES, range(0, 13), background=None),
     # unannotated points are a void label, ignored rather than background (docs/tasks.md#label-maps;
     # the reference's handling: docs/pointcloud-datasets.md#unannotated)
@@ -121,11 +124,59 @@ def _voc_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
         "15-5s": _one_per_step(range(16), range(16, 21)),
         "10-1": _one_per_step(range(11), range(11, 21)),
     }
+    # MiB's own orders (docs/protocol.md#mib-conventions): bottle (5) learnt last; 10 + 5 + 5
+    tables["19-1b"] = [[label for label in range(21) if label != 5], [5]]
+    tables["10-5-5"] = [list(range(11)), list(range(11, 16)), list(range(16, 21))]
     aliases = {"15-1": "15-5s"}  # 15-5s is the setting the papers call "15-1"
     for name, (base, novel) in _VOC_RANDOM_ORDERS.items():
         tables[name] = _one_per_step(base, novel)
         aliases["15-1" + name[len("15-5s"):]] = name
     return tables, aliases
+
+
+# MiB's ADE20k class orders "b" and "c" (docs/protocol.md#mib-conventions): the 100 base classes (with
+# label 0) and the 50 novel ones of each order; 100-10 learns the novel ones in the groups below,
+# 50-50 learns the base 50 of a second order first.
+_ADE_B_BASE = [0, 1, 3, 5, 6, 8, 9, 10, 12, 13, 14, 18, 19, 21, 22, 23, 24, 25, 26, 27, 28, 29, 31, 32, 33, 34, 36,
+               38, 39, 40, 42, 43, 44, 45, 46, 47, 48, 49, 53, 54, 55, 56, 57, 58, 60, 61, 62, 63, 69, 70, 71, 74, 75,
+               76, 77, 80, 81, 82, 84, 86, 87, 90, 91, 93, 95, 96, 99, 100, 101, 103, 104, 105, 106, 107, 109, 113,
+               116, 117, 119, 120, 121, 123, 125, 126, 128, 129, 130, 131, 132, 133, 134, 135, 136, 140, 142, 143,
+               144, 147, 148, 149, 150]
+_ADE_B_NOVEL = [2, 4, 7, 11, 15, 16, 17, 20, 30, 35, 37, 41, 50, 51, 52, 59, 64, 65, 66, 67, 68, 72, 73, 78, 79, 83,
+                85, 88, 89, 92, 94, 97, 98, 102, 108, 110, 111, 112, 114, 115, 118, 122, 124, 127, 137, 138, 139,
+                141, 145, 146]
+_ADE_C_BASE = [0, 1, 5, 6, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 20, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34,
+               35, 36, 37, 40, 41, 43, 44, 45, 46, 48, 50, 52, 54, 56, 57, 61, 63, 65, 66, 67, 68, 69, 70, 71, 74, 76,
+               77, 78, 79, 81, 82, 83, 84, 85, 86, 87, 90, 94, 95, 96, 97, 98, 99, 102, 105, 106, 109, 110, 111,
+               112, 114, 115, 118, 119, 120, 121, 123, 124, 126, 128, 129, 132, 133, 134, 135, 136, 138, 139, 142,
+               143, 144, 146, 147, 149]
+_ADE_C_NOVEL = [2, 3, 4, 7, 15, 18, 21, 22, 38, 39, 42, 47, 49, 51, 53, 55, 58, 59, 60, 62, 64, 72, 73, 75, 80, 88,
+                89, 91, 92, 93, 100, 101, 103, 104, 107, 108, 113, 116, 117, 122, 125, 127, 130, 131, 137, 140, 141,
+                145, 148, 150]
+_ADE_MIB_ORDERS: dict[str, list[list[int]]] = {
+    "100-50b": [_ADE_B_BASE, _ADE_B_NOVEL],
+    "100-50c": [_ADE_C_BASE, _ADE_C_NOVEL],
+    "100-10b": [_ADE_B_BASE, [11, 16, 50, 64, 66, 73, 89, 92, 145, 146], [30, 37, 51, 52, 72, 85, 98, 114, 115, 138],
+                [2, 35, 65, 97, 110, 111, 112, 118, 124, 141], [4, 7, 15, 41, 67, 78, 79, 88, 108, 139],
+                [17, 20, 59, 68, 83, 94, 102, 122, 127, 137]],
+    "100-10c": [_ADE_C_BASE, [3, 4, 7, 18, 39, 64, 73, 101, 113, 137], [47, 51, 55, 60, 62, 80, 116, 127, 140, 148],
+                [22, 42, 49, 58, 59, 89, 91, 92, 108, 125], [2, 38, 53, 100, 104, 117, 130, 131, 141, 145],
+                [15, 21, 72, 75, 88, 93, 103, 107, 122, 150]],
+    "50b": [[0, 1, 9, 14, 18, 22, 24, 25, 27, 28, 29, 32, 38, 42, 45, 46, 47, 48, 49, 54, 56, 58, 61, 62, 63, 69, 74,
+             75, 76, 77, 81, 82, 84, 90, 93, 96, 100, 103, 104, 109, 117, 119, 121, 123, 128, 129, 130, 134, 135, 136,
+             144],
+            [3, 5, 6, 8, 10, 12, 13, 19, 21, 23, 26, 31, 33, 34, 36, 39, 40, 43, 44, 53, 55, 57, 60, 70, 71, 80, 86,
+             87, 91, 95, 99, 101, 105, 106, 107, 113, 116, 120, 125, 126, 131, 132, 133, 140, 142, 143, 147, 148,
+             149, 150],
+            _ADE_B_NOVEL],
+    "50c": [[0, 5, 10, 11, 12, 13, 16, 17, 19, 20, 23, 27, 28, 30, 31, 32, 33, 37, 43, 46, 52, 56, 57, 65, 66, 69, 70,
+             74, 76, 77, 79, 82, 83, 86, 87, 105, 109, 110, 111, 119, 128, 129, 132, 133, 134, 138, 142, 143, 144,
+             146, 147],
+            [1, 6, 8, 9, 14, 24, 25, 26, 29, 34, 35, 36, 40, 41, 44, 45, 48, 50, 54, 61, 63, 67, 68, 71, 78, 81, 84,
+             85, 90, 94, 95, 96, 97, 98, 99, 102, 106, 112, 114, 115, 118, 120, 121, 123, 124, 126, 135, 136, 139,
+             149],
+            _ADE_C_NOVEL],
+}
 
 
 def _ade_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
@@ -141,7 +192,8 @@ def _ade_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
         "100-5": [list(range(101))] + chunks(101, 151, 5),
         "50": [list(range(51)), list(range(51, 101)), list(range(101, 151))],
     }
-    return tables, {"50-50": "50"}
+    tables.update(_ADE_MIB_ORDERS)
+    return tables, {"50-50": "50", "50-50b": "50b", "50-50c": "50c"}
 
 
 # docs/tasks.md#tasks: "m-n" = first m classes of the order are base, then steps of n novel classes

@@ -93,6 +93,10 @@ class Task:
     reference_name: str | None = None
     void_labels: tuple[int, ...] = ()
     train_ignore_as_background: bool = False
+    test_ignores_unseen: bool = False
+    """Future classes are ignored at test instead of background (MiB's convention, docs/protocol.md#mib-conventions)."""
+    test_ignores_background: bool = False
+    """The background label is ignored at test (MiB on ADE, where label 0 is void)."""
 
     def __post_init__(self) -> None:
         where = f"task {self.name!r} of dataset {self.dataset!r}"
@@ -245,7 +249,8 @@ class Task:
         train: current labels -> their channel; every other label -> 0 (background); ignore_index
         stays ignored, except for datasets whose training has no ignore label (ADE,
         docs/protocol-2d.md#label-maps-and-filters).
-        test: seen labels -> their channel; future labels -> 0 (docs/tasks.md#label-maps).
+        test: seen labels -> their channel; future labels -> 0 (docs/tasks.md#label-maps), or ignored
+        with ``test_ignores_unseen``; the background label ignored with ``test_ignores_background``.
         Void labels (ScanNet unannotated) -> ignore_index in both splits (docs/tasks.md#label-maps).
         The channel of a label is its position in ``order(step)`` (docs/tasks.md#channels).
         ``overlap`` is accepted for symmetry with ``keep``: the masking is the same in the overlap
@@ -255,8 +260,14 @@ class Task:
         channel = {label: index for index, label in enumerate(self.order(step)) if label >= 0}
         mapped = self.current_labels(step) if split == "train" else self.seen_labels(step)
         table = np.zeros(self._table_size(), dtype=np.int64)  # unlisted labels -> background
+        if split == "test" and self.test_ignores_unseen:
+            table[:] = self.ignore_index
+            if self.background is not None:
+                table[self.background] = 0
         for label in mapped:
             table[label] = channel[label]
+        if split == "test" and self.test_ignores_background and self.background is not None:
+            table[self.background] = self.ignore_index
         ignore_is_bg = split == "train" and self.train_ignore_as_background
         table[self.ignore_index] = 0 if ignore_is_bg else self.ignore_index
         for label in self.void_labels:
