@@ -47,6 +47,8 @@ class Run:
     config: dict[str, Any] | None
     full: dict[str, float] | None = None
     """The final full-coverage figures (point clouds with data.full_coverage), else None."""
+    domains: bool = False
+    """A domain-incremental run (docs/tasks.md#domain-steps): bg, old, new and hIoU do not apply."""
 
 
 def load_run(arg: str) -> Run:
@@ -79,7 +81,8 @@ def load_run(arg: str) -> Run:
     results = read_results_json(file)
     config = results.get("metadata", {}).get("config")
     full = results.get(FULL, {}).get("final") if isinstance(results.get(FULL), dict) else None
-    return Run(name, file, results["final"], config if isinstance(config, dict) else None, full)
+    return Run(name, file, results["final"], config if isinstance(config, dict) else None, full,
+               domains=results.get("adds") == "domains")
 
 
 def group_by_config(runs: Sequence[Run]) -> list[list[Run]]:
@@ -161,6 +164,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 for i, (g, s) in enumerate(zip(groups, group_stats), 1)]))
             for i, g in enumerate(groups, 1):
                 print(f"  group {i}: " + ", ".join(r.name for r in g))
+    domain_runs = [r.name for r in runs if r.domains]
+    if domain_runs:
+        print(f"\ndomain-incremental (every step adds cities, not classes): bg, old, new and hIoU do not apply; all "
+              f"is the mean IoU over every class after the last step, avg its mean over the steps: "
+              f"{', '.join(domain_runs)}")
     return 0
 
 

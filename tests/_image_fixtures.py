@@ -136,3 +136,28 @@ def make_folder(
         lines += [f"  {split}: [{', '.join(names)}]" for split, names in ids.items()]
     (root / "classes.yaml").write_text("\n".join(lines) + "\n")
     return masks
+
+
+# Cityscapes labelIds the tiny tree draws from: unlabeled 0, road 7, person 24, car 26, bicycle 33
+CITYSCAPES_IDS = (0, 7, 24, 26, 33)
+
+
+def make_cityscapes(root: Path, cities: dict[str, tuple[str, int]], *, size: tuple[int, int] = (24, 48),
+                    seed: int = 3) -> dict[str, np.ndarray]:
+    """A Cityscapes tree: ``cities`` maps a city to (its split folder, "train" or "val", and its number
+    of images). Returns the labelIds map of every image, keyed by its image path."""
+    rng = np.random.default_rng(seed)
+    masks: dict[str, np.ndarray] = {}
+    for city, (split, count) in cities.items():
+        # frames written in reverse so that the listing order (sorted paths) differs from creation order
+        for n in reversed(range(count)):
+            stem = f"{city}_{n:06d}_000019_"
+            labels = np.full(size, 7, dtype=np.uint8)  # road everywhere, then objects
+            labels[: size[0] // 3] = CITYSCAPES_IDS[n % 2 * 4]  # sky band: unlabeled or bicycle
+            labels[size[0] // 2:, : size[1] // 3] = rng.choice(CITYSCAPES_IDS[2:])
+            image = root / "leftImg8bit" / split / city / f"{stem}leftImg8bit.png"
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(image)
+            write_png(root / "gtFine" / split / city / f"{stem}gtFine_labelIds.png", labels)
+            masks[str(image)] = labels
+    return masks

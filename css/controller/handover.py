@@ -70,8 +70,10 @@ def hand_over(modality: Any, cfg: Any, task: Any, step: int, run_dir: Path, env:
     old, prev = load_step(modality, cfg, task, step - 1, path, env)
     model = modality.build_model(cfg, task.classes_per_step(step), env)
     missing, unexpected = model.load_state_dict(prev["model"], strict=False)
+    # a class step adds a head; a domain step keeps the heads it has (docs/tasks.md#domain-steps)
+    adds_head = len(task.classes_per_step(step)) > len(task.classes_per_step(step - 1))
     new_head = f"cls.{step}."
-    if any(not k.startswith(new_head) for k in missing) or unexpected or not missing:
+    if any(not k.startswith(new_head) for k in missing) or unexpected or bool(missing) != adds_head:
         raise CheckpointError(f"{path} does not fit model({step}): missing "
                               f"{sorted(k for k in missing if not k.startswith(new_head))}, unexpected "
                               f"{sorted(unexpected)}; was the run folder made with other model settings?")

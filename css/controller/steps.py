@@ -35,7 +35,7 @@ from css.engine.best_epoch import BestOnTest, best_path, selects_best_on_test
 from css.engine.settings import TrainSettings
 from css.engine.trainer import Trainer
 from css.methods.objective import Objective
-from css.methods.resolve import resolve_method
+from css.methods.resolve import check_for_domains, resolve_method
 from css.modality.protocol import Modality
 from css.modality.registry import get_modality
 from css.results import recording
@@ -64,6 +64,8 @@ class Controller:
         self.cfg.method = resolve_method(self.cfg.method, dataset=self.cfg.data.dataset, protocol=self.cfg.protocol,
                                          modality=self.cfg.modality)
         self.task = self.modality.task(self.cfg)
+        if self.task.adds == "domains":
+            check_for_domains(self.cfg.method)  # docs/methods.md#domain-steps
         self.run_dir = self.cfg.run_dir
         self.writer = None
         self.lock = None  # rank 0's css.controller.runlock.RunLock while a run holds the folder
@@ -155,7 +157,8 @@ class Controller:
         seed_everything(cfg.seed + step)
         num_old, num_cur = task.num_old_classes(step), task.num_classes(step)
         objective = Objective(cfg.method, step=step, num_old=num_old, num_current=num_cur,
-                              protocol=cfg.protocol, ignore_index=task.ignore_index, num_steps=task.num_steps)
+                              num_new=task.num_new_classes(step), protocol=cfg.protocol,
+                              ignore_index=task.ignore_index, num_steps=task.num_steps)
         model = self.modality.build_model(cfg, task.classes_per_step(step), env)
         old_model = None
         prev_extra: dict[str, Any] = {}
@@ -178,7 +181,7 @@ class Controller:
             old_model.to(env.device)
         model.to(env.device)
         objective.attach_regularizer(model, prev_extra.get("regularizer"))
-        log.info("step %d: classes %s -> %d channels (%d old); objective: %s", step, task.steps[step], num_cur,
+        log.info("step %d: %s %s -> %d channels (%d old); objective: %s", step, task.adds, task.steps[step], num_cur,
                  num_old, objective.describe())
         train_model = model
         if env.distributed:

@@ -45,6 +45,9 @@ def check_config(cfg: Config, where: str) -> None:
     t = cfg.train
     if cfg.model.output_stride not in (8, 16):
         raise ConfigError(f"{where}model.output_stride must be 8 or 16, got {cfg.model.output_stride}")
+    if cfg.protocol == "mib" and cfg.data.dataset == "cityscapes_domain":
+        raise ConfigError(f"{where}protocol: mib has no Cityscapes conventions (MiB published no such benchmark); "
+                          f"use protocol: reference or fixed")
     if cfg.data.crop_size <= 0:
         raise ConfigError(f"{where}data.crop_size must be positive, got {cfg.data.crop_size}")
     if t.precision == "bf16" and cfg.model.norm in ("iabn", "iabn_sync"):

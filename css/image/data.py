@@ -53,6 +53,8 @@ class FileSource:
     def load(self, index: int) -> tuple[tv_tensors.Image, np.ndarray]:
         image = _load_image(self.listing.images[index])
         labels = label_files.read_label(self.listing.labels[index])
+        if self.listing.label_table is not None:
+            labels = label_files.lookup(labels, self.listing.label_table, self.listing.labels[index])
         if labels.shape != tuple(image.shape[-2:]):
             raise DataError(
                 f"label file {self.listing.labels[index]} is {labels.shape[1]}x{labels.shape[0]} "
@@ -130,6 +132,7 @@ class SplitIndex:
     source: Any
     ids: list[str]
     hist: np.ndarray
+    domains: np.ndarray | None = None  # a domain-incremental dataset: every image's domain id
 
     @property
     def num_labels(self) -> int:
@@ -140,7 +143,11 @@ class SplitIndex:
         return ClassIndex(self.ids, self.hist[:, :-1], self.hist.sum(axis=1))
 
     def presence(self) -> np.ndarray:
-        """presence[i, l]: image i shows label l, i.e. has at least one pixel of it."""
+        """presence[i, l]: image i shows label l, i.e. has at least one pixel of it. For a domain-
+        incremental dataset, whose tasks list domains: presence[i, d] says image i is of domain d
+        (css.tasks.domain.DomainTask.select)."""
+        if self.domains is not None:
+            return np.eye(int(self.domains.max()) + 1 if len(self.domains) else 0, dtype=bool)[self.domains]
         return presence_any(self.hist[:, :-1])
 
 
@@ -164,7 +171,8 @@ def _prepare(
     listing = list_split(name, root, split)
     hist = label_files.histograms(listing, root, cache_dir)
     verified_images(listing, root, cache_dir)  # docs/faults.md#data-files
-    return SplitIndex(name, split, FileSource(listing), listing.ids, hist)
+    domains = None if listing.domains is None else np.asarray(listing.domains, dtype=np.int64)
+    return SplitIndex(name, split, FileSource(listing), listing.ids, hist, domains)
 
 
 def load_split(
@@ -255,8 +263,13 @@ def build_dataset(
     elif (index.name, index.split) != (name, split):
         raise ConfigError(f"build_dataset({name!r}, split={split!r}) was given the index of "
                           f"{index.name!r} split {index.split!r}; pass load_split({name!r}, ..., {split!r})")
-    _check_task_fits(task, index.num_labels, name)
+    if (task.adds == "domains") != (index.domains is not None):
+        raise TaskError(f"task {task.name!r} adds {task.adds} but the {name} dataset "
+                        f"{'has domains' if index.domains is not None else 'has no domains'}; "
+                        f"choose a task of this dataset (css.tasks.registry.list_tasks)")
     presence = index.presence()
+    if task.adds == "classes":
+        _check_task_fits(task, presence.shape[1], name)
     indices = subset_indices(presence, task, step, split, overlap)
     dataset = SegmentationDataset(index.source, index.ids, indices, task, step, split, overlap, transform)
     dataset.presence = presence[indices]
@@ -277,7 +290,7 @@ def load_dataset_task(
     n labels per step).
     """
     check_name(name)
-    if name in ("voc", "ade"):
+    if name in ("voc", "ade", "cityscapes_domain"):
         return load_task(name, spec)
     names = class_names(name, root, options)
     count = len(names)

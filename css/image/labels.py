@@ -44,9 +44,20 @@ def read_label(path: str) -> np.ndarray:
         raise damaged(path, "label", exc) from exc
 
 
-def label_histogram(path: str, num_labels: int, ignore_value: int) -> np.ndarray:
-    """Pixel count of every label 0..num_labels-1, then of the ignore value (num_labels+1,)."""
+def lookup(labels: np.ndarray, table: np.ndarray, path: str) -> np.ndarray:
+    """``table[labels]``; a value beyond the table is a DataError naming the file."""
+    if labels.size and int(labels.max()) >= len(table):
+        raise DataError(f"label file {path} holds value {int(labels.max())}, beyond the dataset's label ids "
+                        f"0..{len(table) - 1}; is it the right kind of label file?")
+    return table[labels]
+
+
+def label_histogram(path: str, num_labels: int, ignore_value: int, table: np.ndarray | None = None) -> np.ndarray:
+    """Pixel count of every label 0..num_labels-1, then of the ignore value (num_labels+1,).
+    ``table``: the listing's lookup from file values to labels (``Listing.label_table``)."""
     labels = read_label(path)
+    if table is not None:
+        labels = lookup(labels, table, path)
     counts = np.bincount(labels.ravel(), minlength=max(num_labels, ignore_value + 1))
     valid = np.zeros(len(counts), dtype=bool)
     valid[:num_labels] = True
@@ -73,7 +84,7 @@ def scan(listing: Listing) -> np.ndarray:
         if problem:
             return problem
         try:
-            return label_histogram(path, listing.num_labels, listing.ignore_value)
+            return label_histogram(path, listing.num_labels, listing.ignore_value, listing.label_table)
         except DamagedFile as exc:
             return exc.why
 

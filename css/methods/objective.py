@@ -55,12 +55,14 @@ class Objective:
     """
 
     def __init__(self, method: MethodConfig, *, step: int, num_old: int, num_current: int,
-                 protocol: str = "reference", ignore_index: int = 255, num_steps: int | None = None):
+                 protocol: str = "reference", ignore_index: int = 255, num_steps: int | None = None,
+                 num_new: int | None = None):
         self.m = method
         self.step = step
         self.num_old = num_old
         self.num_current = num_current
-        self.num_new = num_current - num_old
+        # n_t: the step's own head; a domain step counts every class (docs/tasks.md#domain-steps)
+        self.num_new = num_current - num_old if num_new is None else num_new
         self.protocol = protocol
         self.ignore_index = ignore_index
         self.incremental = step > 0 and num_old > 0

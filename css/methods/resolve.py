@@ -67,6 +67,28 @@ def resolve_method(method: MethodConfig, *, dataset: str, protocol: str = "refer
     return MethodConfig(name=key, **values)
 
 
+# What each method key needs that a domain step lacks (docs/methods.md#domain-steps).
+_NEEDS_NEW_CLASSES = {
+    ("classification", "unce"): "MiB's unbiased cross-entropy merges the old classes into the background",
+    ("kd", "unkd"): "MiB's unbiased distillation merges the new classes into the background",
+    ("kd", "lgkd"): "LGKD's label guidance moves the background probability to the new class of a pixel",
+    ("pseudo", "entropy"): "pseudo-labels relabel background pixels with old classes",
+    ("init_balanced", True): "the balanced initialisation fills a new head from the background row",
+}
+
+
+def check_for_domains(method: MethodConfig) -> None:
+    """Refuse a resolved method whose idea needs new classes or a background class on a domain-incremental
+    task, where every step sees the same classes and there is no background (docs/methods.md#domain-steps)."""
+    found = [f"method.{key}: {value} ({why})" for (key, value), why in _NEEDS_NEW_CLASSES.items()
+             if getattr(method, key, None) == value]
+    if found:
+        raise ConfigError(
+            f"method '{method.name}' does not apply to a domain-incremental task: domain steps add no classes and "
+            f"have no background class, but " + "; ".join(found) + ". Use method.name=ft with method.loss_kd "
+            f"(plain distillation, the MiB script) or method.pod=local (the PLOP scripts), or lwf, ilt, ewc, rw, pi")
+
+
 def _kd_from_weight(given: dict[str, Any], values: dict[str, Any]) -> None:
     """A KD weight without a KD loss (docs/methods.md#kd-weight): ``loss_kd > 0`` given and ``kd`` left
     out switches a preset without distillation to plain KD, as the reference does (its Cityscapes-domain

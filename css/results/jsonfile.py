@@ -53,8 +53,12 @@ def build_results(
     method: str | None = None,
     background: bool = True,
     metric: str | None = None,
+    domains: bool = False,
 ) -> dict[str, Any]:
     """The results.json document (module docstring), with ``final`` computed from the steps.
+
+    ``domains``: a domain-incremental task (docs/tasks.md#domain-steps): the document says so
+    (``"adds": "domains"``) and its final bg, old, new and hIoU are null (they do not apply).
 
     ``metric`` names what steps/final hold (point clouds: "sampled"); omitted when None (images).
     Step entries with a ``full`` block, all of them, add the document's ``full`` final.
@@ -84,6 +88,9 @@ def build_results(
     }
     if metric is not None:
         results["metric"] = metric
+    if domains:
+        results["adds"] = "domains"
+        final.update(bg=math.nan, old=math.nan, new=math.nan, hiou=math.nan)
     full = full_final(steps_entries, background=background)
     if full is not None:
         results[FULL] = {"metric": FULL, "final": full}

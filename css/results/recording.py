@@ -83,7 +83,7 @@ def write_results(run_dir: Path, entries: list[dict[str, Any]], task, metadata: 
         return None
     results = jsonfile.build_results(entries, task.channel_names(task.num_steps - 1), metadata, task=task.name,
                                     dataset=task.dataset, method=method, background=task.background is not None,
-                                    metric=metric)
+                                    metric=metric, domains=task.adds == "domains")
     atomic_write_text(run_dir / "results.json", jsonfile.dumps_json(results) + "\n")
     total = task.num_classes(task.num_steps - 1)
     write_entries_csv(run_dir / "results.csv", entries, total, with_oa=metric is not None)
@@ -122,6 +122,10 @@ def format_summary(step: int, num_test: int, summary: dict[str, Any]) -> str:
         return (f"bg {fmt(s['bg'])} | old {fmt(s['old'])} | new {fmt(s['new'])} | all {fmt(s['all'])} | "
                 f"hIoU {fmt(s['hiou'])} | OA {fmt(s['oa'])}")
 
+    if summary.get("adds") == "domains":
+        return (f"step {step} test ({num_test} samples): mIoU {fmt(summary['all'])} over the "
+                f"{summary['num_classes']} classes | OA {fmt(summary['oa'])} (a domain step: bg, old, new and hIoU "
+                f"do not apply)")
     full = summary.get("full")
     if full is None:
         return f"step {step} test ({num_test} samples): {figures(summary)}"

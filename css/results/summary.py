@@ -31,7 +31,12 @@ def nan_if_none(value: Any) -> float:
 def step_summary(cm, task) -> dict[str, Any]:
     """bg/old/new/all/hIoU and OA of a step's confusion matrix, old/new split at the step-0 classes.
     A synthetic background channel (point clouds, docs/tasks.md#channels) is not a class: it is
-    left out of every mean."""
+    left out of every mean. A domain step (docs/tasks.md#domain-steps) has no background and no
+    new classes: only ``all`` (the mean IoU over every class) and ``oa`` apply, and ``adds`` says so."""
+    if task.adds == "domains":
+        summary = cm.summary(0, background=True)
+        summary.update(bg=math.nan, old=math.nan, new=math.nan, hiou=math.nan, adds="domains")
+        return summary
     return cm.summary(task.num_classes(0), background=task.background is not None)
 
 

@@ -77,8 +77,12 @@ def format_report(dataset: str, task: Task, overlap: bool, summaries: list[StepS
             f"step {summary.step}: {summary.train_images} train images, "
             f"{summary.test_images} test images"
         )
-        lines.append("  train pixels after masking (background and this step's classes):")
-        shown = {task.background, *task.current_labels(summary.step)}
+        if task.adds == "domains":  # every class keeps its label at every step (docs/tasks.md#domain-steps)
+            lines.append("  train pixels per class (a domain step masks no class):")
+            shown = set(order)
+        else:
+            lines.append("  train pixels after masking (background and this step's classes):")
+            shown = {task.background, *task.current_labels(summary.step)}
         for channel, count in summary.pixels.items():
             label = order[channel]
             if label not in shown and channel != 0:  # old classes are background at train time

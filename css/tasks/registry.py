@@ -7,7 +7,9 @@ import dataclasses
 import difflib
 from typing import Any, Callable, Iterable, Sequence
 
+from css.config.protocols import quirks
 from css.errors import TaskError
+from css.tasks.domain import DomainTask
 from css.tasks.tables import DATASETS, TABLES, DatasetInfo
 from css.tasks.task import Task, is_int, normalise_steps
 
@@ -34,8 +36,11 @@ def list_tasks(dataset: str) -> list[str]:
     return list(tables) + list(aliases)
 
 
-def _make_task(dataset: str, name: str, steps: list[list[int]], reference_name: str) -> Task:
+def _make_task(dataset: str, name: str, steps: list[list[int]], reference_name: str) -> Task | DomainTask:
     info = DATASETS[dataset]
+    if info.domains:
+        return DomainTask(dataset=dataset, name=name, steps=steps, class_names=info.class_names,
+                          domain_names=info.domains, reference_name=reference_name)
     return Task(
         dataset=dataset,
         name=name,
@@ -129,6 +134,8 @@ def with_protocol(task: Task, protocol: str) -> Task:
     """``task`` with the label conventions of ``protocol``. ``mib`` sets MiB's own
     (docs/protocol.md#mib-conventions): ignored pixels are background in training, classes not seen
     yet are ignored at test, and a void background label (ADE's label 0) is ignored at test."""
+    if isinstance(task, DomainTask):
+        return dataclasses.replace(task, per_domain_cut=quirks(protocol) == "fixed")
     if protocol != "mib":
         return task
     info = DATASETS.get(str(task.dataset).lower())

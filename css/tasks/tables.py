@@ -55,6 +55,20 @@ SCANNET_CLASSES = (
 )
 
 
+# Cityscapes, domain-incremental (docs/tasks.md#domain-steps): the 19 train ids, and the 21 cities of
+# the train and val splits with the published domain ids (id = position).
+CITYSCAPES_CLASSES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+    "bicycle",
+)
+CITYSCAPES_CITIES = (
+    "aachen", "bremen", "darmstadt", "erfurt", "hanover", "krefeld", "strasbourg", "tubingen", "weimar",
+    "bochum", "cologne", "dusseldorf", "hamburg", "jena", "monchengladbach", "stuttgart", "ulm", "zurich",
+    "frankfurt", "lindau", "munster",
+)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """What a dataset's labels mean for tasks (which ids a task may list, background, quirks)."""
@@ -67,6 +81,8 @@ class DatasetInfo:
     train_ignore_as_background: bool = False
     # ADE: the background label is "void/other" (what MiB's convention ignores at test)
     void_background: bool = False
+    # a domain-incremental dataset: the names of its domains (its tasks list domain ids)
+    domains: tuple[str, ...] = ()
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -77,6 +93,8 @@ DATASETS: dict[str, DatasetInfo] = {
     # unannotated points are a void label, ignored rather than background (docs/tasks.md#label-maps;
     # the reference's handling: docs/pointcloud-datasets.md#unannotated)
     "scannet": DatasetInfo(SCANNET_CLASSES, range(1, 21), background=None, void_labels=(0,)),
+    "cityscapes_domain": DatasetInfo(CITYSCAPES_CLASSES, range(0, len(CITYSCAPES_CITIES)), background=None,
+                                     domains=CITYSCAPES_CITIES),
 }
 
 
@@ -227,12 +245,26 @@ def _pointcloud_tables(dataset: str) -> tuple[dict[str, list[list[int]]], dict[s
     return tables, aliases
 
 
+def _cityscapes_domain_tables() -> tuple[dict[str, list[list[int]]], dict[str, str]]:
+    """Cityscapes domain tasks over the 21 city ids (docs/tasks.md#domain-steps): 11 cities, then one
+    or five per step, or one city per step."""
+    cities = range(len(CITYSCAPES_CITIES))
+    tables = {
+        "offline": [list(cities)],
+        "11-5": [list(range(11)), list(range(11, 16)), list(range(16, 21))],
+        "11-1": _one_per_step(range(11), range(11, 21)),
+        "1-1": [[city] for city in cities],
+    }
+    return tables, {}
+
+
 def _build_registry() -> dict[str, tuple[dict[str, list[list[int]]], dict[str, str]]]:
     return {
         "voc": _voc_tables(),
         "ade": _ade_tables(),
         "s3dis": _pointcloud_tables("s3dis"),
         "scannet": _pointcloud_tables("scannet"),
+        "cityscapes_domain": _cityscapes_domain_tables(),
     }
 
 

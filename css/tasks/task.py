@@ -177,6 +177,10 @@ class Task:
         counts = self.classes_per_step(step)
         return sum(counts[:-1])
 
+    def num_new_classes(self, step: int) -> int:
+        """n_t: channels of the step's own head (C_cur - C_old)."""
+        return self.classes_per_step(step)[-1]
+
     def order(self, step: int) -> list[int]:
         """Dataset label of every model channel 0..C_cur-1 (-1: synthetic background channel)."""
         self._check_step(step)

@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from css.errors import ConfigError
-from css.image.datasets import ade, folder, synthetic, voc
+from css.image.datasets import ade, cityscapes, folder, synthetic, voc
 from css.image.datasets.listing import IGNORE_LABEL, SPLITS, Listing, check_split, require_dir
 
-DATASETS = ("voc", "ade", "folder", "synthetic")
-FILE_DATASETS = {"voc": voc, "ade": ade, "folder": folder}
+DATASETS = ("voc", "ade", "cityscapes_domain", "folder", "synthetic")
+FILE_DATASETS = {"voc": voc, "ade": ade, "cityscapes_domain": cityscapes, "folder": folder}
 
 VOC_LAYOUT = voc.LAYOUT
 ADE_LAYOUT = ade.LAYOUT
 FOLDER_LAYOUT = folder.LAYOUT
+CITYSCAPES_LAYOUT = cityscapes.LAYOUT
 
 
 def check_name(name: str) -> None:
@@ -67,7 +68,7 @@ def dataset_num_labels(
 synthetic_options = synthetic.synthetic_options
 
 __all__ = [
-    "ADE_LAYOUT", "DATASETS", "FILE_DATASETS", "FOLDER_LAYOUT", "IGNORE_LABEL", "Listing", "SPLITS",
+    "ADE_LAYOUT", "CITYSCAPES_LAYOUT", "DATASETS", "FILE_DATASETS", "FOLDER_LAYOUT", "IGNORE_LABEL", "Listing", "SPLITS",
     "VOC_LAYOUT", "check_name", "check_split", "class_names", "dataset_num_labels", "list_split",
     "synthetic_options",
 ]

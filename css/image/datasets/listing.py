@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from css.errors import ConfigError, DataError
 
 IGNORE_LABEL = 255
@@ -30,6 +32,11 @@ class Listing:
     num_labels: int
     ignore_value: int  # value that means "ignore" in the label files; read as IGNORE_LABEL
     class_names: tuple[str, ...]
+    label_table: np.ndarray | None = None
+    """Lookup (index = value in the label files) to the dataset's labels, applied when a file is read
+    (Cityscapes: labelIds -> train ids, anything else IGNORE_LABEL); None: the files hold the labels."""
+    domains: list[int] | None = None
+    """The domain of every image, for a domain-incremental dataset (Cityscapes: its city's id)."""
 
 
 def check_split(split: str) -> None:
