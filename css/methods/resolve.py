@@ -85,8 +85,8 @@ def check_for_domains(method: MethodConfig) -> None:
     if found:
         raise ConfigError(
             f"method '{method.name}' does not apply to a domain-incremental task: domain steps add no classes and "
-            f"have no background class, but " + "; ".join(found) + ". Use method.name=ft with method.loss_kd "
-            f"(plain distillation, the MiB script) or method.pod=local (the PLOP scripts), or lwf, ilt, ewc, rw, pi")
+            "have no background class, but " + "; ".join(found) + ". Use method.name=ft with method.loss_kd "
+            "(plain distillation, the MiB script) or method.pod=local (the PLOP scripts), or lwf, ilt, ewc, rw, pi")
 
 
 def _kd_from_weight(given: dict[str, Any], values: dict[str, Any]) -> None:
