@@ -151,6 +151,7 @@ def _evaluate(args, cfg, targets) -> int:
     from css.controller.handover import load_step
     from css.distributed import init_distributed
     from css.methods.resolve import resolve_method
+    from css.results.stepdata import keep_step_data
     from css.results.summary import STEP_METRICS, class_ious, step_summary
     from css.results.tables import format_table
 
@@ -185,6 +186,8 @@ def _evaluate(args, cfg, targets) -> int:
         if args.metric == "full":
             out[-1].update(num_points=shown.points, num_blocks=shown.blocks)
         evaluated[step] = (cm, out[-1]["num_test"], {"config": saved.get("config")})
+        if env.is_main and args.write:  # the step's data for the run report (docs/report.md#what-a-run-keeps)
+            keep_step_data(modality, cfg, task, step, env, cm, model, test_set, Path(path).parent)
     if env.is_main and args.write:
         write_run_results(Path(args.target), cfg, task, env, evaluated)
     if env.is_main:

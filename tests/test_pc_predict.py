@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from css import checkpoint as ck
+from css.colours import CORRECT_RGB, IGNORED_RGB, WRONG_RGB, error_colours, label_colours
 from css.config.build import load_config
 from css.distributed import DistEnv
 from css.errors import CSSError
@@ -85,11 +86,11 @@ def test_block_plys_read_back_with_the_palette_and_match_the_full_metric(setup, 
         pred = match.argmax(1)
         target = np.array([STEP1[int(v)] for v in block["label"]])
         _, gt_rgb = read_ply(out / f"{block_id}_gt.ply")
-        expected_gt = np.array([render.IGNORED_RGB if t == 255 else colours[t] for t in target])
+        expected_gt = np.array([IGNORED_RGB if t == 255 else colours[t] for t in target])
         assert np.array_equal(gt_rgb, expected_gt)
         _, err_rgb = read_ply(out / f"{block_id}_error.ply")
-        expected_err = np.array([render.IGNORED_RGB if t == 255 else render.CORRECT_RGB if p == t
-                                 else render.WRONG_RGB for p, t in zip(pred, target)])
+        expected_err = np.array([IGNORED_RGB if t == 255 else CORRECT_RGB if p == t
+                                 else WRONG_RGB for p, t in zip(pred, target)])
         assert np.array_equal(err_rgb, expected_err)
         for p, t in zip(pred, target):
             if t != 255:
@@ -242,7 +243,7 @@ def test_palette_and_error_colours_by_hand():
     assert colours[0].tolist() == [80, 80, 80]
     assert colours[1].tolist() == [0x1F, 0x77, 0xB4] and colours[4].tolist() == [0xD6, 0x27, 0x28]
     assert colours[21].tolist() == colours[1].tolist()  # 20 colours, then again
-    assert render.label_colours(np.array([2, 255, -1]), colours).tolist() == [
-        colours[2].tolist(), list(render.IGNORED_RGB), list(render.IGNORED_RGB)]
-    err = render.error_colours(np.array([1, 2, 3]), np.array([1, 3, 255]), 5)
-    assert err.tolist() == [list(render.CORRECT_RGB), list(render.WRONG_RGB), list(render.IGNORED_RGB)]
+    assert label_colours(np.array([2, 255, -1]), colours).tolist() == [
+        colours[2].tolist(), list(IGNORED_RGB), list(IGNORED_RGB)]
+    err = error_colours(np.array([1, 2, 3]), np.array([1, 3, 255]), 5)
+    assert err.tolist() == [list(CORRECT_RGB), list(WRONG_RGB), list(IGNORED_RGB)]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -179,3 +180,26 @@ def test_evaluate_a_finished_point_cloud_run_twice(finished, tmp_path, capsys):
         assert [r["summary"]["oa"] for r in recomputed] == [s["summary"]["oa"] for s in recorded]
         assert [r["num_test"] for r in recomputed] == [s["num_test"] for s in recorded]
     assert "OA" in capsys.readouterr().out
+
+
+def test_a_point_cloud_run_keeps_its_confusion_and_sample_blocks(finished):
+    """docs/report.md#what-a-run-keeps: the confusion matrix of the recorded (sampled) metric, whose
+    IoUs worked out here are the recorded ones, and two test blocks' points with ground truth and
+    prediction in model channels."""
+    run = finished[1]
+    recorded = _final(run)["steps"]
+    for step, channels in ((0, 4), (1, 6)):
+        cm = np.load(run / f"step{step}" / "confusion.npy")
+        assert cm.shape == (channels, channels)
+        tp, gt, pr = np.diag(cm).astype(float), cm.sum(1).astype(float), cm.sum(0).astype(float)
+        iou = [round(float(t / (g + p - t)), 6) if g > 0 else None for t, g, p in zip(tp, gt, pr)]
+        assert iou == [None if v is None else round(v, 6) for v in recorded[step]["iou"]]
+        manifest = json.loads((run / f"step{step}" / "samples" / "samples.json").read_text())
+        assert len(manifest["colours"]) == channels and manifest["samples"]
+        for sample in manifest["samples"]:
+            data = np.load(run / f"step{step}" / "samples" / sample["file"])
+            assert sample["kind"] == "xyz" and data["xyz"].shape == (128, 3) == (sample["points"], 3)
+            assert data["target"].shape == data["pred"].shape == (128,)
+            assert set(np.unique(data["pred"])) <= set(range(channels))
+            scored = data["target"] < channels
+            assert math.isclose(sample["accuracy"], float((data["pred"][scored] == data["target"][scored]).mean()))

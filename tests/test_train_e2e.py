@@ -166,6 +166,30 @@ def test_evaluate_and_predict_from_a_run(tmp_path, capsys):
     assert json.loads(out.read_text())[0]["iou"] == recorded[1]["iou"]
     assert "hIoU" in capsys.readouterr().out
 
+    # What the run keeps for the HTML report (docs/report.md#what-a-run-keeps): each step's confusion
+    # matrix, whose IoUs (TP / (GT + Pred - TP), worked out here) are the recorded ones, and four test
+    # images drawn as input | ground truth | prediction | errors (64 px each, 2 px apart).
+    for step in (0, 1):
+        cm = np.load(run / f"step{step}" / "confusion.npy")
+        tp, gt, pr_ = np.diag(cm).astype(float), cm.sum(1).astype(float), cm.sum(0).astype(float)
+        iou = [float(t / (g + p - t)) if g > 0 else None for t, g, p in zip(tp, gt, pr_)]
+        assert cm.shape == (3 + 2 * step, 3 + 2 * step)
+        assert [None if v is None else round(v, 6) for v in iou] == \
+            [None if v is None else round(v, 6) for v in recorded[step]["iou"]]
+        manifest = json.loads((run / f"step{step}" / "samples" / "samples.json").read_text())
+        assert [s["file"] for s in manifest["samples"]] == [f"sample{k}.png" for k in range(4)]
+        assert len(manifest["colours"]) == 3 + 2 * step
+        assert Image.open(run / f"step{step}" / "samples" / "sample0.png").size == (4 * 64 + 3 * 2, 64)
+    kept = (run / "step1" / "confusion.npy").read_bytes()
+    for step in (0, 1):  # a run folder made before these were kept: css.evaluate --write adds them
+        (run / f"step{step}" / "confusion.npy").unlink()
+        for f in (run / f"step{step}" / "samples").iterdir():
+            f.unlink()
+        (run / f"step{step}" / "samples").rmdir()
+    assert ev.main([str(run), "--write"]) == 0
+    assert (run / "step1" / "confusion.npy").read_bytes() == kept
+    assert (run / "step0" / "samples" / "samples.json").is_file()
+
     images = tmp_path / "imgs"
     images.mkdir()
     Image.new("RGB", (50, 40), (200, 30, 30)).save(images / "a.png")

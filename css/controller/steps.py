@@ -42,6 +42,7 @@ from css.results import recording
 from css.results.jsonfile import read_results_json
 from css.results.metadata import build_metadata
 from css.results.summary import STEP_METRICS, step_summary
+from css.results.stepdata import keep_step_data
 from css.results.tables import format_table
 from css.tasks.task import Task
 
@@ -255,6 +256,7 @@ class Controller:
                                task={"dataset": task.dataset, "name": task.name, "steps": task.steps}, extra=extra)
             self.step_configs[step] = extra["config"]
             self.record(step, cm, getattr(cm, "samples", len(test_set)), config=extra["config"])
+            keep_step_data(self.modality, cfg, task, step, env, cm, model, test_set, ck.model_path(self.run_dir, step).parent)
             rp = ck.resume_path(self.run_dir, step)
             if rp.exists():
                 rp.unlink()
@@ -275,6 +277,7 @@ class Controller:
         cm = self.modality.evaluate(model, test_set, cfg, self.task, step, self.env)
         if self.env.is_main:
             self.record(step, cm, getattr(cm, "samples", len(test_set)), config=saved.get("config"))
+            keep_step_data(self.modality, cfg, self.task, step, self.env, cm, model, test_set, path.parent)
         barrier()
 
     # --------------------------------------------------------------------------------------------

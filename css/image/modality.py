@@ -83,6 +83,11 @@ class ImageModality(Modality):
                         precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
                         collate=self.collate, desc=f"step {step} test")
 
+    def write_samples(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env, out):
+        from css.image.samples import write_samples
+
+        return write_samples(model, dataset, num_channels=task.num_classes(step), device=env.device, out=out)
+
     def dataset(self, cfg, task: Task, step: int, split: str):
         from css.image.data import build_dataset, load_split
         from css.image.transforms import eval_transform, train_transform

@@ -82,6 +82,13 @@ class Modality(Protocol):
         its evaluation (images: argmax of full-resolution logits; point clouds: sampled points)."""
         ...
 
+    def write_samples(self, model: torch.nn.Module, dataset: Dataset, cfg: Any, task: Any, step: int, env: Any,
+                      out: Any) -> dict | None:
+        """A few test predictions of the step for the run report, written into the folder ``out``; returns
+        their manifest ({"colours": [[r, g, b] per channel], "samples": [...]}, css.results.stepdata), or
+        None when the modality has nothing to show."""
+        return None
+
     def evaluate_full(self, model: torch.nn.Module, dataset: Dataset, cfg: Any, task: Any, step: int,
                       env: Any) -> Any:
         """The full-coverage metric (``css.evaluate --metric full``), or None when the modality has

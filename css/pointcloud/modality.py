@@ -169,6 +169,11 @@ class PointCloudModality(Modality):
             cm.full = self.evaluate_full(model, dataset, cfg, task, step, env)
         return cm
 
+    def write_samples(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env, out):
+        from css.pointcloud.samples import write_samples
+
+        return write_samples(model, dataset, task=task, step=step, device=env.device, out=out)
+
     def evaluate_full(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
         """Every point of every test block predicted (docs/pointcloud-evaluation.md#full-coverage)."""
         from css.config.schema import step_value

@@ -31,6 +31,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from css.colours import CORRECT_RGB, IGNORED_RGB, WRONG_RGB, error_colours, label_colours
 from css.errors import CSSError, DataError
 from css.pointcloud import render
 from css.pointcloud.coverage import FULL_SEED_SALT, Item, predict_items
@@ -238,7 +239,7 @@ def write_outputs(out: Path, cloud: Cloud, pred: np.ndarray, target: np.ndarray 
     render.write_ply(f"{base}_pred.ply", cloud.coord, colours[pred])
     panels = [("prediction", colours[pred])]
     if target is not None:
-        gt, err = render.label_colours(target, colours), render.error_colours(pred, target, len(colours))
+        gt, err = label_colours(target, colours), error_colours(pred, target, len(colours))
         render.write_ply(f"{base}_gt.ply", cloud.coord, gt)
         render.write_ply(f"{base}_error.ply", cloud.coord, err)
         written += [f"{base.name}_gt.ply", f"{base.name}_error.ply"]
@@ -258,9 +259,9 @@ def legend(task, step: int, colours: np.ndarray, checkpoint: str) -> dict:
     return {"checkpoint": str(checkpoint), "step": step, "task": task.name, "dataset": task.dataset,
             "classes": [{"channel": c, "label": int(order[c]), "name": names[c], "rgb": colours[c].tolist()}
                         for c in range(len(order))],
-            "ignored_rgb": list(render.IGNORED_RGB),
-            "error": {"correct": list(render.CORRECT_RGB), "wrong": list(render.WRONG_RGB),
-                      "ignored": list(render.IGNORED_RGB)},
+            "ignored_rgb": list(IGNORED_RGB),
+            "error": {"correct": list(CORRECT_RGB), "wrong": list(WRONG_RGB),
+                      "ignored": list(IGNORED_RGB)},
             "note": "colours are per model channel; ground truth shows the classes learnt by this step "
                     "(later classes are background), as the test metric counts them"}
 
@@ -323,8 +324,8 @@ def run(args, cfg, load) -> int:
     atomic_write_text(out / "legend.json", json.dumps(doc, indent=2) + "\n")
     lines = [f"step {step} of task {task.name} ({task.dataset}); channel, dataset label, name, RGB"]
     lines += [f"{c['channel']:3d} {c['label']:4d} {c['name']:<20s} {tuple(c['rgb'])}" for c in doc["classes"]]
-    lines += [f"ignored (ground truth): {render.IGNORED_RGB}",
-              f"errors: correct {render.CORRECT_RGB}, wrong {render.WRONG_RGB}, ignored {render.IGNORED_RGB}"]
+    lines += [f"ignored (ground truth): {IGNORED_RGB}",
+              f"errors: correct {CORRECT_RGB}, wrong {WRONG_RGB}, ignored {IGNORED_RGB}"]
     atomic_write_text(out / "legend.txt", "\n".join(lines) + "\n")
     print(f"wrote {count} point cloud(s) and legend.json / legend.txt to {out}")
     return 0

@@ -3,7 +3,7 @@
 Colours are per model channel, so a class keeps its colour at every step (new channels are
 appended): channel 0 dark grey, then a 20-colour qualitative list (matplotlib's tab10 and its
 light shades), repeated beyond 20 classes. Ground-truth points that are ignored (label 255) are
-near white. Error files: correct grey, wrong red, ignored near white.
+near white. Error files: correct grey, wrong red, ignored near white (css.colours).
 
 PLY files are written with open3d: colours go in as floats in [0, 1] and are stored as uchar;
 ``uint8 / 255`` comes back exactly as the same bytes (tests/test_pc_predict.py reads them back).
@@ -22,9 +22,6 @@ from css.errors import require
 from css.utils import atomic_write_bytes
 
 BACKGROUND_RGB = (80, 80, 80)
-IGNORED_RGB = (230, 230, 230)
-CORRECT_RGB = (170, 170, 170)
-WRONG_RGB = (220, 20, 20)
 _QUALITATIVE = ("1f77b4 ff7f0e 2ca02c d62728 9467bd 8c564b e377c2 7f7f7f bcbd22 17becf "
                 "aec7e8 ffbb78 98df8a ff9896 c5b0d5 c49c94 f7b6d2 c7c7c7 dbdb8d 9edae5").split()
 HEIGHT_CLIP = 0.8  # the PNG's top-down view leaves out the top 20 % of the height: ceilings would hide the room
@@ -35,28 +32,6 @@ def class_colours(num_channels: int) -> np.ndarray:
     out = np.zeros((num_channels, 3), dtype=np.uint8)
     for c in range(num_channels):
         out[c] = BACKGROUND_RGB if c == 0 else tuple(int(_QUALITATIVE[(c - 1) % 20][i:i + 2], 16) for i in (0, 2, 4))
-    return out
-
-
-def label_colours(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """(n, 3) uint8 colours of model labels; IGNORE (and anything outside the palette) -> IGNORED_RGB."""
-    labels = np.asarray(labels, dtype=np.int64)
-    valid = (labels >= 0) & (labels < len(colours))
-    out = np.empty((len(labels), 3), dtype=np.uint8)
-    out[:] = IGNORED_RGB
-    out[valid] = colours[labels[valid]]
-    return out
-
-
-def error_colours(pred: np.ndarray, target: np.ndarray, num_channels: int) -> np.ndarray:
-    """(n, 3) uint8: CORRECT_RGB where pred == target, WRONG_RGB where not, IGNORED_RGB where the
-    target is not a class of the model (ignored points)."""
-    target = np.asarray(target, dtype=np.int64)
-    out = np.empty((len(target), 3), dtype=np.uint8)
-    out[:] = IGNORED_RGB
-    valid = (target >= 0) & (target < num_channels)
-    out[valid & (pred == target)] = CORRECT_RGB
-    out[valid & (pred != target)] = WRONG_RGB
     return out
 
 

@@ -1,0 +1,67 @@
+"""A few test predictions of a step for the run report (docs/report.md#what-a-run-keeps): per image one PNG,
+input | ground truth | prediction | errors, side by side, coloured by model channel.
+
+The images are the same at every evaluation of a step (evenly spaced over its test set, which is in
+the dataset's order), so that the report shows one set per step and a rewrite gives the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from css.colours import error_colours, label_colours
+from css.image.predict import palette
+from css.image.transforms import IMAGENET_MEAN, IMAGENET_STD
+from css.results.stepdata import SAMPLE_COUNT, sample_indices
+
+GAP = 2  # white pixels between the panels
+
+
+def channel_colours(num_channels: int) -> np.ndarray:
+    """(C, 3) uint8: the colour of every model channel in the sample panels and the report's legend."""
+    return palette(max(num_channels, 1))[:num_channels]
+
+
+def panel(image: torch.Tensor, target: np.ndarray, pred: np.ndarray, num_channels: int) -> np.ndarray:
+    """input | ground truth | prediction | errors, (H, 4 W + 3 GAP, 3) uint8."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    rgb = ((image.float().cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    colours = channel_colours(num_channels)
+    parts = [rgb, label_colours(target, colours), label_colours(pred, colours), error_colours(pred, target, num_channels)]
+    gap = np.full((rgb.shape[0], GAP, 3), 255, dtype=np.uint8)
+    out = [parts[0]]
+    for part in parts[1:]:
+        out += [gap, part]
+    return np.concatenate(out, axis=1)
+
+
+@torch.no_grad()
+def write_samples(model: torch.nn.Module, dataset: Any, *, num_channels: int, device: torch.device, out: Path,
+                  count: int = SAMPLE_COUNT) -> dict[str, Any]:
+    """Write the PNG of ``count`` test images of ``dataset`` into ``out``; returns the manifest
+    (css.results.stepdata.write_samples): the channel colours and per image its file, id and pixel
+    accuracy over the scored pixels."""
+    was_training = model.training
+    model.eval()
+    entries = []
+    try:
+        for k, i in enumerate(sample_indices(len(dataset), count)):
+            image, target = dataset[i]
+            logits = model(image.unsqueeze(0).to(device)).logits
+            pred = logits.argmax(1)[0].cpu().numpy().astype(np.int64)
+            target = target.numpy().astype(np.int64)
+            scored = (target >= 0) & (target < num_channels)
+            name = f"sample{k}.png"
+            Image.fromarray(panel(image, target, pred, num_channels)).save(out / name)
+            accuracy = float((pred[scored] == target[scored]).mean()) if scored.any() else None
+            entries.append({"kind": "png", "file": name, "id": str(dataset.ids[i]), "accuracy": accuracy,
+                            "panels": ["input", "ground truth", "prediction", "errors"]})
+    finally:
+        model.train(was_training)
+    return {"colours": channel_colours(num_channels).tolist(), "samples": entries}
