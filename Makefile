@@ -16,6 +16,8 @@ demo: setup
 	@# truth, errors) and a PNG (GT | prediction | errors) per step, to see what each step keeps
 	for t in 0 1 2; do $(PY) -m css.predict --checkpoint runs/demo_pc_lgkd/step$$t/model.pt --split test \
 	  --scenes test_room_000 --png --out runs/demo_pc_lgkd/step$$t/predictions || exit 1; done
+	@# the run report of both demos, to open in a browser (docs/report.md)
+	$(PY) -m css.report --html runs/demo_report runs/demo_lgkd runs/demo_pc_lgkd
 
 test: setup
 	$(PY) -m pytest -q tests
@@ -24,4 +26,4 @@ bench: setup
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf runs/demo* data/synthetic_pc benchmarks/results .pytest_cache
+	rm -rf runs/demo* data/synthetic_pc benchmarks/results .pytest_cache test-artifacts

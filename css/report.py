@@ -1,4 +1,7 @@
-"""Summarise finished runs: ``python -m css.report RUN [RUN ...] [--json]``.
+"""Summarise finished runs: ``python -m css.report RUN [RUN ...] [--json | --html OUT]``.
+
+``--html OUT`` writes the run report people look at in a browser instead: forgetting, confusion
+matrices and test predictions of every run, on one page that opens offline (docs/report.md).
 
 RUN is a run folder holding ``results.json`` (preferred) or ``results.csv``, or the path of such
 a file. For every run the final bg / old / new / all / avg / hIoU are printed (x100, 2 decimals;
@@ -32,7 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m css.report", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="RUN", help="run folder, results.json or results.csv")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON instead of tables")
+    parser.add_argument("--html", metavar="OUT", help="write the run report to the folder OUT (OUT/index.html, opens "
+                        "offline in a browser; docs/report.md)")
     args = parser.parse_args(argv)
+    if args.html:
+        from css.htmlreport.page import write_report
+
+        try:
+            index = write_report(args.html, args.runs)
+        except CSSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"wrote the report of {len(args.runs)} run(s): {index}")
+        return 0
     try:
         runs = [load_run(a) for a in args.runs]
     except CSSError as exc:

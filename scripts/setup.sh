@@ -29,6 +29,14 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
   $SUDO apt-get install -y -qq libusb-1.0-0 >/dev/null || die "could not install libusb-1.0-0"
 fi
 
+# The HTML report's browser test opens the report in a real headless browser (docs/report.md#tests).
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing Debian's chromium (the HTML report's browser test)"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq || die "apt-get update failed; install chromium by hand"
+  $SUDO apt-get install -y -qq chromium >/dev/null || die "could not install chromium"
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtual environment $VENV"
   "$PY" -m venv "$VENV"
@@ -39,8 +47,8 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 say "installing torch 2.14.1 and torchvision 0.29.1"
 "${PIP[@]}" install -q torch==2.14.1 torchvision==0.29.1
 
-say "installing numpy, h5py, pyyaml, tqdm, tensorboard, matplotlib, open3d, laspy, lazrs, pytest"
-"${PIP[@]}" install -q numpy h5py pyyaml tqdm tensorboard matplotlib pillow open3d==0.20.0 laspy lazrs pytest pytest-timeout
+say "installing numpy, h5py, pyyaml, tqdm, tensorboard, matplotlib, plotly, open3d, laspy, lazrs, pytest"
+"${PIP[@]}" install -q numpy h5py pyyaml tqdm tensorboard matplotlib plotly pillow open3d==0.20.0 laspy lazrs pytest pytest-timeout
 
 # The torch wheel is a CUDA build, so inplace-abn compiles its CUDA kernels too. torch's own guess
 # of CUDA_HOME (parent of nvcc's bin/) is wrong on machines where nvcc is a wrapper; use the folder
@@ -68,7 +76,7 @@ say "installing css in editable mode"
 
 say "checking imports"
 "$VENV/bin/python" - <<'PY'
-import torch, torchvision, numpy, h5py, yaml, tqdm, matplotlib, open3d, laspy, lazrs, inplace_abn, torch_scatter, css
+import torch, torchvision, numpy, h5py, yaml, tqdm, matplotlib, plotly, open3d, laspy, lazrs, inplace_abn, torch_scatter, css
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, "
       f"inplace_abn ok, torch_scatter {torch_scatter.__version__}, open3d {open3d.__version__}")
 PY

@@ -20,6 +20,7 @@ from css.image.transforms import IMAGENET_MEAN, IMAGENET_STD
 from css.results.stepdata import SAMPLE_COUNT, sample_indices
 
 GAP = 2  # white pixels between the panels
+MAX_SIDE = 240  # a panel's longer side in pixels at most: the report shows thumbnails, not full images
 
 
 def channel_colours(num_channels: int) -> np.ndarray:
@@ -27,14 +28,27 @@ def channel_colours(num_channels: int) -> np.ndarray:
     return palette(max(num_channels, 1))[:num_channels]
 
 
+def shrink(rgb: np.ndarray, labels: bool) -> np.ndarray:
+    """``rgb`` scaled down so that its longer side is at most MAX_SIDE (label colours by nearest neighbour)."""
+    h, w = rgb.shape[:2]
+    scale = MAX_SIDE / max(h, w)
+    if scale >= 1:
+        return rgb
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.NEAREST if labels else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(rgb).resize(size, resample))
+
+
 def panel(image: torch.Tensor, target: np.ndarray, pred: np.ndarray, num_channels: int) -> np.ndarray:
-    """input | ground truth | prediction | errors, (H, 4 W + 3 GAP, 3) uint8."""
+    """input | ground truth | prediction | errors, (H, 4 W + 3 GAP, 3) uint8, each part at most
+    MAX_SIDE pixels on its longer side."""
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
     rgb = ((image.float().cpu() * std + mean).clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
     colours = channel_colours(num_channels)
-    parts = [rgb, label_colours(target, colours), label_colours(pred, colours), error_colours(pred, target, num_channels)]
-    gap = np.full((rgb.shape[0], GAP, 3), 255, dtype=np.uint8)
+    parts = [shrink(rgb, False)] + [shrink(part, True) for part in (
+        label_colours(target, colours), label_colours(pred, colours), error_colours(pred, target, num_channels))]
+    gap = np.full((parts[0].shape[0], GAP, 3), 255, dtype=np.uint8)
     out = [parts[0]]
     for part in parts[1:]:
         out += [gap, part]

@@ -96,3 +96,11 @@ def unique_names(runs: list[Run]) -> None:
     for run in runs:
         if names.count(run.name) > 1:
             run.name = str(run.path)
+
+
+def seed_groups(runs: Sequence[Run], keys: Sequence[str] = METRICS + OPTIONAL_METRICS) -> list[tuple[list[Run], dict[str, tuple[float, float]]]]:
+    """The groups of more than one run that differ only by seed, each with the mean and sample std of
+    every final figure in ``keys``."""
+    groups = [g for g in group_by_config(runs) if len(g) > 1]
+    return [(g, {k: mean_std([r.final.get(k, math.nan) for r in g]) for k in keys}) for g in groups]
+

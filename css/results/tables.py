@@ -42,15 +42,20 @@ def plot_miou_per_step(path_png: str | os.PathLike, results: Mapping[str, Any]) 
     atomic_write_bytes(path_png, buffer.getvalue())
 
 
+def table_columns(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, ...], list[str]]:
+    """(metric keys, header) of a table of ``rows``: the final metrics, and OA when a row has it."""
+    shown = METRICS + tuple(k for k in OPTIONAL_METRICS if any(_has(r.get(k)) for r in rows))
+    return shown, ["run", "bg", "old", "new", "all", "avg", "hIoU"] + [k.upper() for k in shown[len(METRICS):]]
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Fixed-width table with columns run, bg, old, new, all, avg, hIoU (values x100, 2 decimals).
 
     Each row maps "run" to a name and each metric to a fraction, None/nan (shown "-"), or a
     (mean, std) pair (shown "mean ± std").
     """
-    shown = METRICS + tuple(k for k in OPTIONAL_METRICS if any(_has(r.get(k)) for r in rows))
-    header = ["run", "bg", "old", "new", "all", "avg", "hIoU"] + [k.upper() for k in shown[len(METRICS):]]
-    body = [[str(r["run"])] + [_cell(r.get(k)) for k in shown] for r in rows]
+    shown, header = table_columns(rows)
+    body = [[str(r["run"])] + [format_cell(r.get(k)) for k in shown] for r in rows]
     widths = [max(len(line[i]) for line in [header] + body) for i in range(len(header))]
 
     def render(line: list[str]) -> str:
@@ -65,10 +70,11 @@ def _has(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
+    """A figure as the tables show it: x100 with 2 decimals, "-" for None/nan, "mean ± std" for a pair."""
     if isinstance(value, tuple):
         mean, std = value
-        return f"{_cell(mean)} ± {_cell(std)}"
+        return f"{format_cell(mean)} ± {format_cell(std)}"
     if value is None or math.isnan(value):
         return "-"
     return f"{100 * value:.2f}"
