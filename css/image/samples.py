@@ -17,7 +17,7 @@ from PIL import Image
 from css.colours import error_colours, label_colours
 from css.image.predict import palette
 from css.image.transforms import IMAGENET_MEAN, IMAGENET_STD
-from css.results.stepdata import SAMPLE_COUNT, sample_indices
+from css.results.stepdata import SAMPLE_COUNT, evaluating, sample_indices, scored_accuracy
 
 GAP = 2  # white pixels between the panels
 MAX_SIDE = 240  # a panel's longer side in pixels at most: the report shows thumbnails, not full images
@@ -55,27 +55,20 @@ def panel(image: torch.Tensor, target: np.ndarray, pred: np.ndarray, num_channel
     return np.concatenate(out, axis=1)
 
 
-@torch.no_grad()
 def write_samples(model: torch.nn.Module, dataset: Any, *, num_channels: int, device: torch.device, out: Path,
                   count: int = SAMPLE_COUNT) -> dict[str, Any]:
     """Write the PNG of ``count`` test images of ``dataset`` into ``out``; returns the manifest
     (css.results.stepdata.write_samples): the channel colours and per image its file, id and pixel
     accuracy over the scored pixels."""
-    was_training = model.training
-    model.eval()
     entries = []
-    try:
+    with evaluating(model):
         for k, i in enumerate(sample_indices(len(dataset), count)):
             image, target = dataset[i]
-            logits = model(image.unsqueeze(0).to(device)).logits
-            pred = logits.argmax(1)[0].cpu().numpy().astype(np.int64)
+            pred = model(image.unsqueeze(0).to(device)).logits.argmax(1)[0].cpu().numpy().astype(np.int64)
             target = target.numpy().astype(np.int64)
-            scored = (target >= 0) & (target < num_channels)
             name = f"sample{k}.png"
             Image.fromarray(panel(image, target, pred, num_channels)).save(out / name)
-            accuracy = float((pred[scored] == target[scored]).mean()) if scored.any() else None
-            entries.append({"kind": "png", "file": name, "id": str(dataset.ids[i]), "accuracy": accuracy,
+            entries.append({"kind": "png", "file": name, "id": str(dataset.ids[i]),
+                            "accuracy": scored_accuracy(pred, target, num_channels),
                             "panels": ["input", "ground truth", "prediction", "errors"]})
-    finally:
-        model.train(was_training)
     return {"colours": channel_colours(num_channels).tolist(), "samples": entries}

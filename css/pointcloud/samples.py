@@ -16,36 +16,29 @@ import torch
 
 from css.pointcloud.channels import class_predictor
 from css.pointcloud.render import class_colours
-from css.results.stepdata import sample_indices
+from css.results.stepdata import evaluating, sample_indices, scored_accuracy
 
 MAX_POINTS = 2048  # points per block kept for the report's 3-D view
 COUNT = 2  # blocks per step
 
 
-@torch.no_grad()
 def write_samples(model: torch.nn.Module, dataset: Any, *, task: Any, step: int, device: torch.device, out: Path,
                   count: int = COUNT, max_points: int = MAX_POINTS) -> dict[str, Any]:
     """Write ``count`` test blocks of ``dataset`` into ``out``; returns the manifest
     (css.results.stepdata.write_samples)."""
     num_channels = task.num_classes(step)
     predict = class_predictor(task, step)
-    was_training = model.training
-    model.eval()
     entries = []
-    try:
+    with evaluating(model):
         for k, i in enumerate(sample_indices(len(dataset), count)):
             features, labels = dataset[i]
             pred = predict(model(features.unsqueeze(0).to(device)).logits)[0].cpu().numpy().astype(np.int64)
-            target = labels.numpy().astype(np.int64)
-            keep = np.arange(min(len(target), max_points))  # the sample is random already: its head is too
-            xyz = features[:3].T.numpy()[keep].astype(np.float32)
+            keep = slice(0, max_points)  # the sample is random already: its head is too
+            target, pred = labels.numpy().astype(np.int64)[keep], pred[keep]
             name = f"sample{k}.npz"
-            np.savez_compressed(out / name, xyz=xyz, target=target[keep].astype(np.int16),
-                                pred=pred[keep].astype(np.int16))
-            scored = (target >= 0) & (target < num_channels)
-            accuracy = float((pred[scored] == target[scored]).mean()) if scored.any() else None
-            entries.append({"kind": "xyz", "file": name, "id": str(dataset.ids[i]), "accuracy": accuracy,
-                            "points": int(len(keep)), "max_points": max_points})
-    finally:
-        model.train(was_training)
+            np.savez_compressed(out / name, xyz=features[:3].T.numpy()[keep].astype(np.float32),
+                                target=target.astype(np.int16), pred=pred.astype(np.int16))
+            entries.append({"kind": "xyz", "file": name, "id": str(dataset.ids[i]),
+                            "accuracy": scored_accuracy(pred, target, num_channels), "points": int(len(target)),
+                            "max_points": max_points})
     return {"colours": class_colours(num_channels).tolist(), "samples": entries}

@@ -14,10 +14,13 @@ import io
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from css.errors import CSSError
 from css.utils import atomic_write_bytes, atomic_write_text
@@ -34,6 +37,24 @@ def sample_indices(length: int, count: int = SAMPLE_COUNT) -> list[int]:
     if length <= 0 or count <= 0:
         return []
     return sorted({int(round(v)) for v in np.linspace(0, length - 1, min(count, length))})
+
+
+@contextmanager
+def evaluating(model: Any) -> Iterator[None]:
+    """``model`` in eval mode, without gradients, put back in the mode it was in afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def scored_accuracy(pred: np.ndarray, target: np.ndarray, num_channels: int) -> float | None:
+    """The share of the scored elements (target a model channel) that ``pred`` gets right; None: none scored."""
+    scored = (target >= 0) & (target < num_channels)
+    return float((pred[scored] == target[scored]).mean()) if scored.any() else None
 
 
 def write_confusion(step_dir: Path, matrix: Any) -> None:
