@@ -1,4 +1,4 @@
-"""The report's interactive charts, built with plotly (docs/report.md#charts): every figure is a
+"""The report's interactive charts, built with plotly (docs/report.md#what-the-page-shows): every figure is a
 ``plotly.graph_objects.Figure`` the page embeds; plotly.js draws them in the browser, offline.
 
 Values are shown in percent (IoU x 100) with two decimals in the hover text, as in the tables.

@@ -1,4 +1,4 @@
-"""The figures of forgetting, from a run's step entries and confusion matrices (docs/report.md#forgetting):
+"""The figures of forgetting, from a run's step entries and confusion matrices (docs/report.md#what-the-page-shows):
 plain numbers, no plotting, so that they can be checked by hand.
 
 - ``learned_steps``: the step at which each model channel was learnt (its first step with the channel);

@@ -1,4 +1,4 @@
-"""A run folder as the report reads it (docs/report.md#inputs): results.json, and per step the
+"""A run folder as the report reads it (docs/report.md#inputs-and-failures): results.json, and per step the
 confusion matrix and samples the run kept (css.results.stepdata). Everything is read and checked
 before a page is written: a missing or damaged run folder is a CSSError naming it."""
 

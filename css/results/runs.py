@@ -1,6 +1,6 @@
 """The finished runs a report covers: each run's final figures and config read back from its folder,
 and the groups of runs that differ only by their seed (``python -m css.report``, its text, JSON and
-HTML forms; docs/results.md#report)."""
+HTML forms; docs/report.md#what-the-page-shows)."""
 
 from __future__ import annotations
 
