@@ -1,0 +1,2 @@
+"""Whole scenes instead of 1 m blocks (docs/pointcloud-scenes.md): grid sampling at a voxel size, the
+crop that bounds a training sample, and the test fragments that cover every point of a scene once."""
