@@ -50,6 +50,11 @@ say "installing torch 2.14.1 and torchvision 0.29.1"
 say "installing numpy, h5py, pyyaml, tqdm, tensorboard, matplotlib, plotly, open3d, laspy, lazrs, pytest"
 "${PIP[@]}" install -q numpy h5py pyyaml tqdm tensorboard matplotlib plotly pillow open3d==0.20.0 laspy lazrs pytest pytest-timeout
 
+# spconv's CPU wheel (it does not link torch); a CUDA machine takes spconv-cu120 instead
+# (docs/pointcloud-scenes.md#the-sparse-convolution-library)
+say "installing spconv 2.3.8 (the sparse-voxel UNet of whole scenes)"
+"${PIP[@]}" install -q spconv==2.3.8
+
 # The torch wheel is a CUDA build, so inplace-abn compiles its CUDA kernels too. torch's own guess
 # of CUDA_HOME (parent of nvcc's bin/) is wrong on machines where nvcc is a wrapper; use the folder
 # whose lib/ holds libcudart.
@@ -76,7 +81,7 @@ say "installing css in editable mode"
 
 say "checking imports"
 "$VENV/bin/python" - <<'PY'
-import torch, torchvision, numpy, h5py, yaml, tqdm, matplotlib, plotly, open3d, laspy, lazrs, inplace_abn, torch_scatter, css
+import torch, torchvision, numpy, h5py, yaml, tqdm, matplotlib, plotly, open3d, laspy, lazrs, inplace_abn, torch_scatter, spconv, css
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, "
       f"inplace_abn ok, torch_scatter {torch_scatter.__version__}, open3d {open3d.__version__}")
 PY
