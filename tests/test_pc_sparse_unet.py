@@ -69,6 +69,9 @@ def test_samples_never_mix_and_voxels_are_shared(rooms):
 
 
 def test_hand_over_to_a_model_with_one_more_head(rooms):
+    import copy
+
+    assert copy.deepcopy(build_sparse_unet([4], preset="small")).classes_per_step == [4]  # the old model is a copy
     old = build_sparse_unet([4], preset="small")
     new = build_sparse_unet([4, 2], preset="small")
     missing, unexpected = new.load_state_dict(old.state_dict(), strict=False)

@@ -42,7 +42,8 @@ def sparse_library() -> Any:
     """``spconv.pytorch``, made to run its backward pass on a machine without CUDA: spconv asks torch
     for the current CUDA stream there, which fails without a driver; it gets stream 0 instead."""
     spconv = require("spconv.pytorch", needed_for="model.arch: sparse_unet", install=INSTALL)
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not _GUARDED:
+        _GUARDED.append(True)
         # spconv's modules import the function by name: replace every copy of it
         original = require("spconv.pytorch.cppcore", needed_for="model.arch: sparse_unet",
                            install=INSTALL).get_current_stream
@@ -54,6 +55,9 @@ def sparse_library() -> Any:
 
 def _no_stream() -> int:
     return 0
+
+
+_GUARDED: list[bool] = []  # the stream guard is in place (once per process)
 
 
 # spconv's CPU kernels run on torch's intra-op threads and race there: with two threads a submanifold
@@ -117,7 +121,6 @@ class _Block(nn.Module):
 
     def __init__(self, spconv: Any, in_channels: int, channels: int, key: str) -> None:
         super().__init__()
-        self.spconv = spconv
         self.conv1 = spconv.SubMConv3d(in_channels, channels, 3, padding=1, bias=False, indice_key=key)
         self.norm1 = _norm(channels)
         self.conv2 = spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=key)
@@ -142,8 +145,7 @@ class SparseUNet(IncrementalModel):
         super().__init__()
         if preset not in PRESETS:
             raise ConfigError(f"model.preset: {preset!r} is not a sparse UNet preset; valid: {', '.join(PRESETS)}")
-        spconv = sparse_library()
-        self.spconv = spconv
+        spconv = sparse_library()  # not kept on the model: a module object cannot be copied or pickled
         self.in_channels = int(in_channels)
         self.preset = preset
         shape = PRESETS[preset]
@@ -200,7 +202,7 @@ class SparseUNet(IncrementalModel):
         if gated:  # the input gate must be in the graph so that its backward gives the threads back
             pooled = _ThreadsBack.apply(pooled.requires_grad_() if not pooled.requires_grad else pooled, state)
         with one_thread(on_cpu):
-            x = self.spconv.SparseConvTensor(pooled, indices, shape, len(offsets))
+            x = sparse_library().SparseConvTensor(pooled, indices, shape, len(offsets))
             x = self.stem(x)
             skips = []
             for down, blocks in zip(self.down, self.encoder):
