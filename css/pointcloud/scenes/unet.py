@@ -63,7 +63,7 @@ _GUARDED: list[bool] = []  # the stream guard is in place (once per process)
 # spconv's CPU kernels run on torch's intra-op threads and race there: with two threads a submanifold
 # convolution is off a dense conv3d by up to 20 % of its outputs, with one it is exact
 # (docs/pointcloud-scenes.md#the-sparse-convolution-library). On a CPU the network's sparse part
-# therefore runs on one thread, forward (``one_thread``) and backward (the two gates below).
+# therefore runs on one thread, forward (``one_thread``) and backward (``_ThreadGate`` at both ends).
 
 @contextmanager
 def one_thread(active: bool) -> Iterator[None]:
@@ -79,34 +79,24 @@ def one_thread(active: bool) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class _OneThreadFromHere(torch.autograd.Function):
-    """At the sparse part's output: the backward pass through it runs on one thread."""
+class _ThreadGate(torch.autograd.Function):
+    """An identity whose backward sets the thread count: at the sparse part's output (``opens``) the
+    backward pass through it starts on one thread; at its input, the last node of that pass gives
+    the threads back."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, state: dict) -> Tensor:
-        ctx.state = state
+    def forward(ctx: Any, x: Tensor, state: dict, opens: bool) -> Tensor:
+        ctx.state, ctx.opens = state, opens
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        ctx.state["threads"] = torch.get_num_threads()
-        torch.set_num_threads(1)
-        return grad, None
-
-
-class _ThreadsBack(torch.autograd.Function):
-    """At the sparse part's input: the last node of its backward pass gives the threads back."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, state: dict) -> Tensor:
-        ctx.state = state
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        if "threads" in ctx.state:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        if ctx.opens:
+            ctx.state["threads"] = torch.get_num_threads()
+            torch.set_num_threads(1)
+        elif "threads" in ctx.state:
             torch.set_num_threads(ctx.state.pop("threads"))
-        return grad, None
+        return grad, None, None
 
 
 def _norm(channels: int) -> BatchNormAct:
@@ -200,7 +190,7 @@ class SparseUNet(IncrementalModel):
         gated = on_cpu and torch.is_grad_enabled()
         state: dict = {}
         if gated:  # the input gate must be in the graph so that its backward gives the threads back
-            pooled = _ThreadsBack.apply(pooled.requires_grad_() if not pooled.requires_grad else pooled, state)
+            pooled = _ThreadGate.apply(pooled.requires_grad_() if not pooled.requires_grad else pooled, state, False)
         with one_thread(on_cpu):
             x = sparse_library().SparseConvTensor(pooled, indices, shape, len(offsets))
             x = self.stem(x)
@@ -215,7 +205,7 @@ class SparseUNet(IncrementalModel):
                 x = x.replace_feature(torch.cat([x.features, skip.features], dim=1))
                 for block in blocks:
                     x = block(x)
-        decoded = _OneThreadFromHere.apply(x.features, state) if gated else x.features
+        decoded = _ThreadGate.apply(x.features, state, True) if gated else x.features
         body = decoded[inverse].t().unsqueeze(0)  # (1, F, N): back to the points
         logits = self.cls(body)
         return SegOutput(logits, logits, {"body": body, "pre_logits": body, "attentions": []})
