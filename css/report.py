@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from css.errors import CSSError
 from css.results.jsonfile import FULL, SAMPLED, dumps_json
-from css.results.runs import group_by_config, load_run, mean_std, unique_names
+from css.results.runs import load_run, mean_std, seed_groups, unique_names
 from css.results.summary import METRICS, OPTIONAL_METRICS
 from css.results.tables import format_table
 
@@ -54,9 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     unique_names(runs)
-    groups = [g for g in group_by_config(runs) if len(g) > 1]
     keys = METRICS + OPTIONAL_METRICS
-    stats = [{k: mean_std([r.final.get(k, math.nan) for r in g]) for k in keys} for g in groups]
+    grouped = seed_groups(runs, keys)
+    groups, stats = [g for g, _ in grouped], [s for _, s in grouped]
     with_full = any(r.full is not None for r in runs)
     nan_final = {k: math.nan for k in keys}
     full_stats = [{k: mean_std([(r.full or nan_final).get(k, math.nan) for r in g]) for k in keys} for g in groups]

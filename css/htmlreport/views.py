@@ -14,7 +14,7 @@ import numpy as np
 
 from css.errors import CSSError
 from css.results.jsonfile import read_results_json
-from css.results.runs import RESULTS_JSON, Run, load_run
+from css.results.runs import RESULTS_JSON, Run, run_from_results
 from css.results.stepdata import read_confusion, read_samples
 
 
@@ -94,4 +94,5 @@ def load_view(arg: str, taken: set[str]) -> RunView:
     while slug in taken:
         slug, n = f"{base}-{n}", n + 1
     taken.add(slug)
-    return RunView(path.resolve().name, slug, path, results, steps, load_run(str(path)), notes)
+    run = run_from_results(path.resolve().name, results_file, results)  # as css.report reads it, without a second read
+    return RunView(path.resolve().name, slug, path, results, steps, run, notes)

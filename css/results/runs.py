@@ -64,7 +64,11 @@ def load_run(arg: str) -> Run:
         if file.name == RESULTS_CSV and full_csv.is_file():
             full = {k: v for k, v in summarize_csv_rows(read_results_csv(full_csv)).items() if k in keys}
         return Run(name, file, {k: summary[k] for k in keys}, None, full)
-    results = read_results_json(file)
+    return run_from_results(name, file, read_results_json(file))
+
+
+def run_from_results(name: str, file: Path, results: dict[str, Any]) -> Run:
+    """The Run of a results.json document already read (``load_run`` reads it)."""
     config = results.get("metadata", {}).get("config")
     full = results.get(FULL, {}).get("final") if isinstance(results.get(FULL), dict) else None
     return Run(name, file, results["final"], config if isinstance(config, dict) else None, full,
