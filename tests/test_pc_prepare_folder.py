@@ -53,6 +53,7 @@ def test_prepare_npz_and_ply(layout, tmp_path, capsys):
     assert run_cli(main, ["folder", "--raw", str(raw), "--out", str(out), "--min-points", "20"]) == 0
     capsys.readouterr()
     expected = {"train": [], "test": []}
+    whole = {"train": [], "test": []}
     for name, split in (("a", "train"), ("b", "train"), ("c", "test"), ("d", "test")):
         coord, color, label = scans[name]
         if name == "a":
@@ -67,9 +68,20 @@ def test_prepare_npz_and_ply(layout, tmp_path, capsys):
             coord = np.asarray([[float(f"{v:.3f}") for v in row] for row in coord], np.float32)
         expected[split] += expected_blocks(name, coord.astype(np.float64), color, {"reference": label},
                                            min_points=20)
+        # the whole scene: every point once, in file order, shifted so that its minimum corner is 0
+        shifted = coord.astype(np.float64) - coord.astype(np.float64).min(axis=0)
+        whole[split].append((name, shifted, color, label))
     for split in ("train", "test"):
         store = BlockStore(out / f"{split}.h5")
         check_store_blocks(store, expected[split])
+        scenes = BlockStore(out / f"{split}_scenes.h5")
+        assert scenes.attrs["unit"] == "scene" and scenes.ids == scenes.scenes == [w[0] for w in whole[split]]
+        for k, (name, coord, color, label) in enumerate(whole[split]):
+            got = scenes.block(k)
+            np.testing.assert_allclose(got["coord"], coord, atol=1e-6)
+            np.testing.assert_array_equal(got["color"], color)
+            np.testing.assert_array_equal(got["label"], label)
+            assert scenes.counts()[k].tolist() == np.bincount(label[label < 3], minlength=3).tolist()
         assert store.class_names == ("floor", "wall", "chair")
         assert store.attrs["background"] == 0 and store.attrs["source_ignore_label"] == -1
         assert store.attrs["classes_yaml"] == CLASSES and store.attrs["dataset"] == "folder"

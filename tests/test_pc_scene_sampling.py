@@ -70,7 +70,11 @@ def test_a_crop_keeps_the_points_nearest_a_random_point(mode, norm):
 
 
 def test_a_batch_concatenates_points_with_offsets():
-    items = [(torch.ones(3, 4), torch.tensor([1, 2, 3])), (torch.zeros(5, 4), torch.arange(5))]
-    batch = collate_scenes(items)
-    assert batch["features"].shape == (8, 4) and batch["offsets"].tolist() == [3, 8]
-    assert batch["labels"][3:8].tolist() == [0, 1, 2, 3, 4]
+    items = [(torch.ones(3, 4), torch.zeros(3, 3, dtype=torch.int64), torch.tensor([1, 2, 3])),
+             (torch.zeros(5, 4), torch.ones(5, 3, dtype=torch.int64), torch.arange(5))]
+    batch, labels = collate_scenes(items)
+    assert batch.features.shape == (8, 4) and batch.grid.shape == (8, 3) and batch.offsets.tolist() == [3, 8]
+    assert len(batch) == 2 and batch.sample(1) == slice(3, 8) and batch.grid[batch.sample(1)].eq(1).all()
+    assert labels.shape == (1, 8) and labels[0, 3:8].tolist() == [0, 1, 2, 3, 4]
+    moved = batch.to("cpu")
+    assert isinstance(moved, type(batch)) and torch.equal(moved.features, batch.features)

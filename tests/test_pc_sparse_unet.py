@@ -23,8 +23,8 @@ def room(n, seed):
 
 
 def batch(*rooms):
-    out = collate_scenes([(f, torch.zeros(len(f), dtype=torch.int64)) for f, _ in rooms])
-    return out["features"], torch.cat([g for _, g in rooms]), out["offsets"]
+    out, _ = collate_scenes([(f, g, torch.zeros(len(f), dtype=torch.int64)) for f, g in rooms])
+    return out.features, out.grid, out.offsets
 
 
 @pytest.fixture(scope="module")

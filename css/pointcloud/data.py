@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 from css.errors import ConfigError, DataError, TaskError
 from css.tasks.index import presence_share, shown_labels
 from css.pointcloud import synthetic
-from css.pointcloud.store import BlockStore
+from css.pointcloud.store import BlockStore, scene_file
 from css.pointcloud.transforms import block_features, sample_indices
 from css.tasks.task import SPLITS
 from css.tasks.task import Task
@@ -79,16 +79,27 @@ def prepared_root(name: str, root: str | os.PathLike | None, options: dict[str, 
     return Path(root).expanduser().absolute()
 
 
+UNITS = ("block", "scene")
+
+
 def open_split(name: str, root: str | os.PathLike | None, split: str, *,
-               options: dict[str, Any] | None = None) -> BlockStore:
-    """The prepared blocks of one split, checked against the dataset name."""
+               options: dict[str, Any] | None = None, unit: str = "block") -> BlockStore:
+    """The prepared blocks of one split, or with ``unit="scene"`` its whole scenes
+    (docs/pointcloud-data.md#whole-scenes), checked against the dataset name."""
     _check_split(split)
     folder = prepared_root(name, root, options)
-    path = folder / f"{split}.h5"
+    path = folder / (f"{split}.h5" if unit == "block" else scene_file(split))
     if not path.is_file():
         hint = "" if folder.is_dir() else f" (the folder {folder} does not exist either; check data.root)"
-        raise DataError(f"{name} {split} split {path} not found{hint}; {PREPARE_HINT}")
+        if unit == "scene" and (folder / f"{split}.h5").is_file():
+            hint = (f" ({folder} holds the blocks only: it was prepared by an older css, before whole scenes "
+                    f"were kept; prepare it again)")
+        raise DataError(f"{name} {split} {'split' if unit == 'block' else 'whole scenes'} {path} not found{hint}; "
+                        f"{PREPARE_HINT}")
     store = BlockStore(path)
+    if store.attrs.get("unit", "block") != unit:
+        raise DataError(f"{path} holds {store.attrs.get('unit', 'block')}s, not {unit}s; prepare the data again "
+                        f"with python -m css.pointcloud.prepare")
     stored = store.attrs.get("dataset")
     if name in ("s3dis", "scannet", "synthetic") and stored != name:
         raise DataError(f"{path} holds prepared {stored!r} data, not {name!r}; point data.root at the {name} "
@@ -202,7 +213,7 @@ def remap_labels(task: Task, labels: np.ndarray, step: int, split: str, *, proto
     return out
 
 
-def _check_fits_store(task: Task, store: BlockStore) -> None:
+def check_fits_store(task: Task, store: BlockStore) -> None:
     outside = sorted(label for group in task.steps for label in group if label >= len(store.class_names))
     if outside:
         raise TaskError(f"task {task.name!r} lists labels {outside[:10]} but {store.path} has "
@@ -308,7 +319,7 @@ def build_dataset(name: str, root: str | os.PathLike | None, *, task: Task, step
         store = open_split(name, root, split, options=options)
     elif store.attrs.get("split") != split:
         raise ValueError(f"store {store.path} holds the {store.attrs.get('split')!r} split, not {split!r}")
-    _check_fits_store(task, store)
+    check_fits_store(task, store)
     indices = select_blocks(store, task, step, split, protocol=protocol, overlap=overlap, presence=presence)
     dataset = BlockDataset(store, indices, task, step, split, num_points=num_points, augment=augment, seed=seed,
                            protocol=protocol, overlap=overlap, height_feature=height_feature)
@@ -353,7 +364,7 @@ def dataset_summary(name: str, root: str | os.PathLike | None, *, task: Task, pr
     for split in SPLITS:
         if split not in stores:
             stores[split] = open_split(name, root, split, options=options)
-        _check_fits_store(task, stores[split])
+        check_fits_store(task, stores[split])
     rows = []
     for step in range(task.num_steps):
         n = task.num_classes(step)

@@ -17,6 +17,10 @@ points concatenated, so that a run opens one file instead of tens of thousands o
     scene   (B,) str         scene (room) name
     origin  (B, 2) float32   the block's (x, y) corner in scene coordinates
 
+Whole scenes (docs/pointcloud-data.md#whole-scenes) are kept in ``<split>_scenes.h5`` in the same
+layout, one "block" per scene: block id = scene name, origin 0, every point of the scene once,
+attribute ``unit = "scene"`` (block_size, stride and min_points 0).
+
 The reader opens the file lazily in each process (h5py handles do not survive a fork), so a
 ``BlockStore`` can be handed to DataLoader workers.
 """
@@ -37,6 +41,11 @@ VERSION = 1
 IGNORE_LABEL = 255
 _CHUNK = 1 << 16
 _FLUSH_POINTS = 1 << 20
+
+
+def scene_file(split: str) -> str:
+    """The name of a split's whole-scene file beside its block file."""
+    return f"{split}_scenes.h5"
 
 
 def _h5py():

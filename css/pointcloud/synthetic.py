@@ -26,9 +26,10 @@ import numpy as np
 
 from css.errors import ConfigError
 from css.pointcloud.prepare.blocks import shift_to_origin, sweep_with_origins
-from css.pointcloud.store import write_split
+from css.pointcloud.store import scene_file, write_split
 
-GENERATOR_VERSION = "css-synthetic-pc-v1"  # bump when the rooms change, so old caches are not reused
+# bump when the rooms or the files change, so old caches are not reused (v2: the whole-scene files)
+GENERATOR_VERSION = "css-synthetic-pc-v2"
 STRUCTURE_CLASSES = ("floor", "wall", "ceiling")
 OBJECT_CLASSES = ("table", "chair", "sofa", "bookcase", "lamp", "cabinet", "bed", "board")
 SPLIT_CODES = {"train": 0, "test": 1}
@@ -338,11 +339,14 @@ def make_room(rng: np.random.Generator, opts: dict[str, Any]) -> tuple[np.ndarra
     return coord, color, label
 
 
-def _blocks(split: str, opts: dict[str, Any], stats: dict[str, int]):
+def _rooms(split: str, opts: dict[str, Any]):
     for index in range(opts["num_rooms"][split]):
         rng = np.random.default_rng([opts["seed"], SPLIT_CODES[split], index])
-        coord, color, label = make_room(rng, opts)
-        scene = f"{split}_room_{index:03d}"
+        yield f"{split}_room_{index:03d}", *make_room(rng, opts)
+
+
+def _blocks(split: str, opts: dict[str, Any], stats: dict[str, int]):
+    for scene, coord, color, label in _rooms(split, opts):
         tiles = sweep_with_origins(coord, block_size=opts["block_size"], stride=opts["stride"],
                                    min_points=opts["min_points"])
         for k, (idx, origin) in enumerate(tiles):
@@ -352,7 +356,8 @@ def _blocks(split: str, opts: dict[str, Any], stats: dict[str, int]):
 
 
 def generate(root_dir: str | os.PathLike, *, options: dict[str, Any] | None = None) -> dict[str, dict[str, int]]:
-    """Write ``train.h5`` and ``test.h5`` of the benchmark into ``root_dir``; returns the blocks
+    """Write ``train.h5`` and ``test.h5`` of the benchmark into ``root_dir``, and the rooms whole in
+    ``train_scenes.h5`` and ``test_scenes.h5``; returns the blocks
     and points of each split."""
     opts = synthetic_options(options)
     root = Path(root_dir)
@@ -364,5 +369,12 @@ def generate(root_dir: str | os.PathLike, *, options: dict[str, Any] | None = No
                              stride=opts["stride"], min_points=opts["min_points"],
                              attrs={"background": -1, "generator": GENERATOR_VERSION,
                                     "options": json.dumps(opts, sort_keys=True)})
+        # the rooms whole, for data.unit: scene (docs/pointcloud-scenes.md#data)
+        rooms = ({"coord": coord.astype(np.float32), "color": color, "labels": {"reference": label}, "block_id": scene,
+                  "scene": scene, "origin": np.zeros(2, np.float32)} for scene, coord, color, label in _rooms(split, opts))
+        write_split(root / scene_file(split), rooms, dataset="synthetic", split=split,
+                    class_names=list(class_names(opts)), block_size=0.0, stride=0.0, min_points=0,
+                    attrs={"background": -1, "generator": GENERATOR_VERSION, "unit": "scene",
+                           "options": json.dumps(opts, sort_keys=True)})
         summary[split] = {"rooms": opts["num_rooms"][split], "blocks": blocks, "points": stats["points"]}
     return summary

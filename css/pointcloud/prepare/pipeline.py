@@ -2,8 +2,10 @@
 
 A source (s3dis, scannet, folder) lists its scenes; each scene has a module-level loader that
 returns its points (:class:`SceneData`). Every scene is cut into blocks and written to its own
-partial file ``OUT/.partial/<split>/<scene>.npz`` (atomically). Only when every scene is done are
-the split files assembled from the partials, in sorted scene order, and ``.partial`` removed.
+partial file ``OUT/.partial/<split>/<scene>.npz`` (atomically), together with the whole scene.
+Only when every scene is done are the split files assembled from the partials, in sorted scene
+order: ``<split>.h5`` with the blocks and ``<split>_scenes.h5`` with every scene whole (each point
+once; docs/pointcloud-data.md#whole-scenes); then ``.partial`` is removed.
 An interrupted run therefore resumes where it stopped, and a resumed run writes the same files
 as an uninterrupted one: both assemble from the same partials (docs/pointcloud-data.md#resume).
 """
@@ -28,7 +30,7 @@ from css.pointcloud.prepare.blocks import shift_to_origin, sweep_with_origins
 from css.utils import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "test")
-PARTIAL_VERSION = 1
+PARTIAL_VERSION = 2  # 2: the partial keeps the whole scene too
 
 
 @dataclass
@@ -126,6 +128,13 @@ def cut_scene(data: SceneData, source: Source, scene: Scene, options: Options) -
         raw_counts[s] = np.bincount(lab[(lab >= 0) & (lab < num)], minlength=num).tolist()
     for name in source.extra:
         arrays["extra_" + name] = np.asarray(data.extra[name], dtype=np.uint8)[index]
+    # the whole scene, each point once and in its order (docs/pointcloud-data.md#whole-scenes)
+    arrays["scene_coord"] = coord.astype(np.float32)
+    arrays["scene_color"] = np.asarray(data.color, dtype=np.uint8)
+    for s in source.label_sets:
+        arrays["scene_label_" + s] = np.asarray(data.labels[s]).astype(np.int16)
+    for name in source.extra:
+        arrays["scene_extra_" + name] = np.asarray(data.extra[name], dtype=np.uint8)
     meta = dict(scene=scene.name, split=scene.split, raw_points=n, raw_counts=raw_counts,
                 repairs=data.repairs, notes=data.notes)
     arrays["meta"] = np.asarray(json.dumps(meta))
@@ -159,13 +168,20 @@ def read_partial(path: Path, source: Source, scene: Scene, options: Options) -> 
               and arrays["color"].shape == (n, 3) and len(offsets) == len(arrays["origin"]) + 1
               and offsets[0] == 0 and offsets[-1] == n and bool(np.all(np.diff(offsets) > 0))
               and all(arrays["label_" + s].shape == (n,) for s in source.label_sets)
-              and all(arrays["extra_" + e].shape == (n,) for e in source.extra))
+              and all(arrays["extra_" + e].shape == (n,) for e in source.extra)
+              and _whole_scene_ok(arrays, source, int(meta.get("raw_points", -1))))
         if not ok:
             return None
         arrays["meta"] = meta
         return arrays
     except Exception:  # noqa: BLE001 - any damage (truncated zip, missing key) means: redo it
         return None
+
+
+def _whole_scene_ok(arrays: dict[str, Any], source: Source, n: int) -> bool:
+    return (arrays["scene_coord"].shape == (n, 3) and arrays["scene_color"].shape == (n, 3)
+            and all(arrays["scene_label_" + s].shape == (n,) for s in source.label_sets)
+            and all(arrays["scene_extra_" + e].shape == (n,) for e in source.extra))
 
 
 # --- the whole preparation ---------------------------------------------------------------------
@@ -187,15 +203,32 @@ def _points_in(path: Path) -> int:
                         f"that no other preparation writes to {path.parents[2]}") from exc
 
 
+def _read_back(source: Source, scene: Scene, options: Options, out: Path) -> dict[str, Any]:
+    part = read_partial(partial_path(out, scene), source, scene, options)
+    if part is None:  # written a moment ago: only a full disk or a concurrent run gets here
+        raise DataError(f"partial file {partial_path(out, scene)} cannot be read back; check the free "
+                        f"disk space and that no other preparation writes to {out}")
+    return part
+
+
+def _whole_scenes(source: Source, scenes: list[Scene], options: Options, out: Path) -> Iterator[dict[str, Any]]:
+    """Every scene of ``scenes`` whole, as one "block" of the scene file (id = scene name, origin 0)."""
+    for scene in scenes:
+        part = _read_back(source, scene, options, out)
+        whole = {"coord": part["scene_coord"], "color": part["scene_color"],
+                 "labels": {s: part["scene_label_" + s] for s in source.label_sets},
+                 "block_id": scene.name, "scene": scene.name, "origin": np.zeros(2, np.float32)}
+        for name in source.extra:
+            whole[name] = part["scene_extra_" + name]
+        yield whole
+
+
 def _blocks(source: Source, scenes: list[Scene], options: Options, out: Path,
             metas: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Every block of ``scenes`` in order, reading one partial file at a time (a split of the real
     data holds a few GB of points, more than should sit in memory at once)."""
     for scene in scenes:
-        part = read_partial(partial_path(out, scene), source, scene, options)
-        if part is None:  # written a moment ago: only a full disk or a concurrent run gets here
-            raise DataError(f"partial file {partial_path(out, scene)} cannot be read back; check the free "
-                            f"disk space and that no other preparation writes to {out}")
+        part = _read_back(source, scene, options, out)
         metas.append(part["meta"])
         offsets = part["offsets"]
         for k in range(len(offsets) - 1):
@@ -261,6 +294,11 @@ def prepare(source: Source, out: str | os.PathLike, options: Options, *,
                           block_size=options.block_size, stride=options.stride, min_points=options.min_points,
                           label_sets=source.label_sets, extra=source.extra, attrs=source.attrs,
                           num_points=sum(_points_in(partial_path(out, s)) for s in members))
+        store.write_split(out / store.scene_file(split), _whole_scenes(source, members, options, out),
+                          dataset=source.dataset, split=split, class_names=source.class_names, block_size=0.0,
+                          stride=0.0, min_points=0, label_sets=source.label_sets, extra=source.extra,
+                          attrs={**source.attrs, "unit": "scene"},
+                          num_points=sum(m["raw_points"] for m in metas[split]))
     summary = build_summary(source, options, out, metas, resumed=resumed, redone=redone)
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
     shutil.rmtree(out / ".partial", ignore_errors=True)

@@ -38,6 +38,8 @@ def build_summary(source, options, out: Path, metas: dict[str, list[dict[str, An
             "points_per_block": ({"min": int(sizes.min()), "median": float(np.median(sizes)),
                                   "max": int(sizes.max())} if len(sizes) else None),
             "scenes_without_blocks": [m["scene"] for m in scene_metas if m["scene"] not in with_blocks],
+            # every scene whole, each point once (docs/pointcloud-data.md#whole-scenes)
+            "scene_file": store.scene_file(split),
             "points_per_class": per_set,
         }
         for m in scene_metas:
@@ -69,7 +71,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                         if summary["redone_partials"] else ""))
     for split, info in summary["splits"].items():
         lines.append(f"{split}: {info['scenes']} scenes, {info['blocks']} blocks, {info['points']:,} points "
-                     f"in blocks ({info['scene_points']:,} in the scenes)")
+                     f"in blocks ({info['scene_points']:,} in the scenes, kept whole in {info['scene_file']})")
         if info["scenes_without_blocks"]:
             missing = info["scenes_without_blocks"]
             lines.append(f"  {len(missing)} scenes gave no block with >= {opts['min_points']} points: "
