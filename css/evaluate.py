@@ -120,7 +120,7 @@ def write_run_results(run: Path, cfg, task, env, evaluated: dict) -> None:
                                   world_size=int(last.get("world_size") or env.world_size),
                                   global_batch=cfg.train.batch_size, precision=cfg.train.precision)
     recording.write_results(run, entries, task, metadata, method=cfg.method.name,
-                            metric=get_modality(cfg.modality).metric)
+                            metric=get_modality(cfg.modality).metric_name(cfg))
     print(f"wrote {run / 'results.json'}, {run / 'results.csv'} (steps {sorted(e['step'] for e in entries)})")
 
 
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         if get_modality(cfg.modality).metric is None:
             raise CSSError(f"--metric full scores every point of point-cloud blocks; {args.target} is a "
                            f"{cfg.modality} run: drop --metric full")
+        if get_modality(cfg.modality).metric_name(cfg) == "scene":
+            raise CSSError(f"--metric full scores every point of the test blocks; {args.target} runs on whole scenes, "
+                           f"whose metric already scores every point of every scene: drop --metric full")
         # --write records both metrics (the sampled one stays the run's main figure)
         cfg.data.full_coverage = True
     lock = None

@@ -290,6 +290,22 @@ def test_pseudo_label_hand_example(layout):
     torch.testing.assert_close(factor, torch.tensor([3 / (4 + 1e-6), 0.0]))
 
 
+def test_pseudo_label_factor_per_segment_of_concatenated_samples():
+    """Whole scenes: the two images' elements concatenated into one sample of 12, with segments
+    saying which is which, give the same labels and each element its own image's factor."""
+    logits, labels = _pseudo_example()
+    joined_logits = torch.cat([logits[0], logits[1]], dim=1).unsqueeze(0)  # (1, 3, 12)
+    joined = labels.reshape(1, 12)
+    segments = torch.tensor([[0] * 6 + [1] * 6])
+    new_labels, factor = pseudo_label(joined, joined_logits, torch.full((4,), 0.001), num_old=3, num_current=4,
+                                      segments=segments)
+    assert new_labels.tolist() == [[2, 255, 0, 3, 255, 1, 3, 3, 255, 3, 255, 3]]
+    assert factor.shape == (1, 12)
+    torch.testing.assert_close(factor, torch.tensor([[3 / (4 + 1e-6)] * 6 + [0.0] * 6]))
+    with pytest.raises(ValueError, match="segments"):
+        pseudo_label(joined, joined_logits, torch.full((4,), 0.001), num_old=3, num_current=4, segments=segments[0])
+
+
 def test_pseudo_label_nan_threshold_accepts_nothing_and_inf_accepts_all():
     logits, labels = _pseudo_example()
     thresholds = torch.tensor([math.inf, 0.001, math.nan, 0.001])

@@ -283,7 +283,7 @@ class Controller:
     # --------------------------------------------------------------------------------------------
     def write_results(self, entries: list[dict[str, Any]]) -> dict[str, Any] | None:
         return recording.write_results(self.run_dir, entries, self.task, self.metadata(), method=self.cfg.method.name,
-                                       metric=self.modality.metric)
+                                       metric=self.modality.metric_name(self.cfg))
 
     def record(self, step: int, cm, num_test: int, config: dict[str, Any] | None = None) -> None:
         base = self.step_configs[min(self.step_configs)] if self.step_configs else config

@@ -106,7 +106,11 @@ def points_figure(view: RunView, step: StepView, sample: dict[str, Any], data: A
                                        marker=dict(size=3, color=rgb), name=name, legendgroup=name,
                                        showlegend=col == 1 or c not in in_truth,
                                        hovertemplate=f"{name}<extra></extra>"), row=1, col=col)
-    fig.update_layout(title=f"{sample['id']}: {sample['points']} sampled points (at most {sample['max_points']})",
+    shown = len(xyz)
+    # a block sample shows all its sampled points; a whole scene (css.pointcloud.scenes.samples) a subset
+    title = (f"{sample['id']}: {sample['points']} sampled points (at most {sample['max_points']})"
+             if shown >= sample["points"] else f"{sample['id']}: {shown} of its {sample['points']} points")
+    fig.update_layout(title=title,
                       height=460, margin=dict(l=0, r=0, t=60, b=0), template="plotly_white")
     fig.update_scenes(aspectmode="data", xaxis_visible=False, yaxis_visible=False, zaxis_visible=False)
     return fig

@@ -193,6 +193,7 @@ def pseudo_label(
     num_old: int,
     num_current: int,
     ignore_index: int = 255,
+    segments: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Relabel background elements with the old model's confident predictions
     (docs/protocol-2d-losses.md#relabelling).
@@ -207,6 +208,11 @@ def pseudo_label(
     unlike the reference), factor (B,) float32 is PLOP's adaptive CE factor
     #(bg & accepted)_b / (#bg_b + 1e-6), which is 0 for an image without background.
     ``old_logits`` (B, C_old, *S) must be at label resolution (the caller upsamples).
+
+    ``segments`` (labels' shape, ids 0..S-1) says which sample each element belongs to when a batch
+    concatenates samples along its elements (whole point-cloud scenes, logits (1, C, N)): the factor
+    is then computed per segment and returned per element, with the labels' shape
+    (docs/pointcloud-scenes.md#methods).
     """
     check_logits_labels(old_logits, labels, name="old_logits")
     if old_logits.shape[1] != num_old:
@@ -227,6 +233,14 @@ def pseudo_label(
     new_labels[background & ~accepted] = ignore_index
     new_labels[confident] = pseudo[confident]
 
+    if segments is not None:
+        if segments.shape != labels.shape:
+            raise ValueError(f"segments must have the labels' shape {tuple(labels.shape)}, got {tuple(segments.shape)}")
+        ids = segments.reshape(-1).long()
+        count = int(ids.max()) + 1 if ids.numel() else 0
+        per_segment = (torch.bincount(ids[confident.reshape(-1)], minlength=count).float()
+                       / (torch.bincount(ids[background.reshape(-1)], minlength=count).float() + 1e-6))
+        return new_labels, per_segment[segments.long()]
     per_image = labels.shape[0], -1
     num_confident = confident.reshape(per_image).sum(dim=1).float()
     num_background = background.reshape(per_image).sum(dim=1).float()

@@ -182,9 +182,13 @@ class Objective:
                 raise RuntimeError("compute_thresholds() must run before training with pseudo-labels")
             old_full = upsample_logits(old.logits_small, tuple(labels.shape[1:])) \
                 if old.logits.shape[2:] != labels.shape[1:] else old.logits
+            # a batch of samples concatenated along its elements (whole scenes) says which sample each
+            # element is from: the factor is then per sample, as per image (docs/pointcloud-scenes.md#methods)
+            sample_index = getattr(inputs, "sample_index", None)
             labels, f = L.pseudo_label(labels, old_full.float(), self.thresholds.to(labels.device),
                                        num_old=self.num_old, num_current=self.num_current,
-                                       ignore_index=self.ignore_index)
+                                       ignore_index=self.ignore_index,
+                                       segments=sample_index().reshape(labels.shape) if sample_index else None)
             if m.adaptive_factor:
                 factor = f
 

@@ -30,6 +30,11 @@ class Modality(Protocol):
     """The ``css.predict`` options that name this modality's inputs (``add_predict_arguments``)."""
 
     # --- configuration ---------------------------------------------------------------------
+    def metric_name(self, cfg: Any) -> str | None:
+        """The name results files give the test metric of ``cfg``'s runs (by default ``metric``; point
+        clouds on whole scenes: "scene", every point of every test scene)."""
+        return self.metric
+
     def check_config(self, cfg: Any, where: str) -> None:
         """Ranges and combinations of this modality's sections; ``where`` prefixes each error."""
 

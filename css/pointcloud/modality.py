@@ -12,6 +12,10 @@ What it owns beside the model and the datasets:
   batch left out;
 - the full-coverage metric (``data.full_coverage``): every point of every test block predicted,
   reported next to the sampled one (css.pointcloud.coverage, docs/pointcloud-evaluation.md#full-coverage).
+
+With ``data.unit: scene`` (docs/pointcloud-scenes.md) the model is the sparse-voxel UNet, the datasets
+hold whole scenes (css.pointcloud.scenes.data), batches are ``SceneBatch``es (``collate_points``) and
+the test metric scores every point of every test scene (css.pointcloud.scenes.evaluation).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import default_collate
 
 from css.errors import CheckpointError
 from css.modality.protocol import Modality
@@ -33,9 +38,23 @@ log = logging.getLogger("css")
 LEGACY_EVAL_EPOCH = 3  # the reference's first validation runs after epoch 3 and never calls train()
 
 
+def collate_points(items: list[tuple]) -> Any:
+    """Blocks, (C_in, N) features and (N,) labels with one N, stack (torch's default collation); scene
+    samples, (features, grid, labels) of their own sizes, are concatenated into a SceneBatch."""
+    if len(items[0]) == 3:
+        from css.pointcloud.scenes.sampling import collate_scenes
+
+        return collate_scenes(items)
+    return default_collate(items)
+
+
+def scene_units(cfg) -> bool:
+    return cfg.data.unit == "scene"
+
+
 class PointCloudModality(Modality):
     name = "pointcloud"
-    collate = None  # every item is (C_in, N) features and (N,) labels with one N: default collation
+    collate = staticmethod(collate_points)
     config_sections = {"data": PointDataConfig, "model": PointModelConfig, "train": PointTrainConfig}
     config_choices = CHOICES
     metric = "sampled"  # the reference's metric; the full-coverage one is recorded beside it
@@ -47,6 +66,9 @@ class PointCloudModality(Modality):
 
     def check_config(self, cfg, where: str) -> None:
         check_config(cfg, where)
+
+    def metric_name(self, cfg) -> str | None:
+        return "scene" if scene_units(cfg) else self.metric
 
     def start_notes(self, cfg) -> list[str]:
         from css.methods.presets import PRESETS
@@ -71,6 +93,11 @@ class PointCloudModality(Modality):
         from css.pointcloud.models import build_model
 
         m = cfg.model
+        if m.arch == "sparse_unet":
+            from css.pointcloud.scenes.transforms import FEATURES
+            from css.pointcloud.scenes.unet import build_sparse_unet
+
+            return build_sparse_unet(classes_per_step, in_channels=FEATURES, preset=m.preset)
         channels = in_channels(cfg)
         # A step builds up to three models (the new one, the old one, the hand-over's load): the
         # input is said once per run.
@@ -114,14 +141,14 @@ class PointCloudModality(Modality):
 
     # ------------------------------------------------------------------------------------------
     def store(self, cfg, split: str):
-        """One BlockStore per (dataset, root, split, options) for the life of a run: every step's
+        """One BlockStore per (dataset, root, split, options, unit) for the life of a run: every step's
         subset is derived from its counts in memory."""
         from css.pointcloud.data import open_split
 
         d = cfg.data
-        key = (d.dataset, str(d.root), split, repr(d.options))
+        key = (d.dataset, str(d.root), split, repr(d.options), d.unit)
         if key not in self._stores:
-            self._stores[key] = open_split(d.dataset, d.root, split, options=d.options or None)
+            self._stores[key] = open_split(d.dataset, d.root, split, options=d.options or None, unit=d.unit)
         return self._stores[key]
 
     def dataset(self, cfg, task: Task, step: int, split: str):
@@ -129,6 +156,15 @@ class PointCloudModality(Modality):
 
         d = cfg.data
         train = split == "train"
+        if scene_units(cfg):
+            from css.pointcloud.scenes.data import build_scene_dataset
+
+            return build_scene_dataset(
+                d.dataset, d.root, task=task, step=step, split=split, voxel_size=d.voxel_size,
+                max_points=d.max_points if train else None, crop_mode=d.crop, augment=train and d.augment,
+                seed=None if train else d.eval_seed, protocol=cfg.protocol, overlap=d.overlap,
+                presence=(d.presence_fraction, d.presence_min_points), store=self.store(cfg, split),
+                options=d.options or None)
         return build_dataset(
             d.dataset, d.root, task=task, step=step, split=split, num_points=d.num_points,
             augment=train and d.augment, seed=None if train else d.eval_seed, protocol=cfg.protocol,
@@ -137,14 +173,14 @@ class PointCloudModality(Modality):
 
     def eval_mode_from_epoch(self, cfg) -> int | None:
         legacy = cfg.train.legacy_eval_mode
-        if legacy is None:
-            legacy = cfg.protocol == "reference"
+        if legacy is None:  # a quirk of the 3DPC-CISS code: whole scenes have no reference to follow
+            legacy = cfg.protocol == "reference" and not scene_units(cfg)
         return LEGACY_EVAL_EPOCH if legacy else None
 
     def selects_best_on_test(self, cfg, num_steps: int) -> bool:
         """Joint training (a one-step task) under protocol reference keeps the epoch with the best test
         mIoU, as the 3DPC-CISS code does (docs/pointcloud-baselines.md#joint-training)."""
-        return cfg.protocol == "reference" and num_steps == 1
+        return cfg.protocol == "reference" and num_steps == 1 and not scene_units(cfg)
 
     def prepare_old_model(self, cfg, old_model: torch.nn.Module) -> None:
         """3DPC-CISS runs the old model with single-pass MC dropout, its masks seeded per sample
@@ -159,6 +195,15 @@ class PointCloudModality(Modality):
         from css.engine.trainer import evaluate
 
         batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
+        if scene_units(cfg):
+            from css.pointcloud.scenes.evaluation import evaluate_scenes
+
+            cm = evaluate_scenes(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
+                                 precision=cfg.train.precision, rotations=cfg.data.tta_rotations,
+                                 desc=f"step {step} test", predict=class_predictor(task, step))
+            log.info("step %d test: every point of %d scenes (%d points, %d forward passes)", step, cm.blocks,
+                     cm.points, cm.forwards)
+            return cm
         cm = evaluate(model, dataset, num_classes=task.num_classes(step), env=env, batch_size=batch,
                       precision=cfg.train.precision, protocol=cfg.protocol, num_workers=cfg.data.num_workers,
                       collate=self.collate, desc=f"step {step} test",
@@ -170,12 +215,22 @@ class PointCloudModality(Modality):
         return cm
 
     def write_samples(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env, out):
+        if scene_units(cfg):
+            from css.config.schema import step_value
+            from css.pointcloud.scenes.samples import write_scene_samples
+
+            batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
+            return write_scene_samples(model, dataset, task=task, step=step, device=env.device, out=out,
+                                       batch_size=batch, precision=cfg.train.precision)
         from css.pointcloud.samples import write_samples
 
         return write_samples(model, dataset, task=task, step=step, device=env.device, out=out)
 
     def evaluate_full(self, model: torch.nn.Module, dataset, cfg, task: Task, step: int, env):
-        """Every point of every test block predicted (docs/pointcloud-evaluation.md#full-coverage)."""
+        """Every point of every test block predicted (docs/pointcloud-evaluation.md#full-coverage); none
+        on whole scenes, whose metric already scores every point."""
+        if scene_units(cfg):
+            return None
         from css.config.schema import step_value
         from css.pointcloud.coverage import evaluate_full
 

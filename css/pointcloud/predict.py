@@ -14,6 +14,8 @@ split the checkpoint's config names):
 
 Every point is predicted with full coverage (css.pointcloud.coverage); blocks of a prepared test
 split get the permutation the full-coverage metric uses, so the colours show that metric's points.
+A checkpoint trained on whole scenes (``data.unit: scene``) predicts every cloud whole, as its test
+metric does (css.pointcloud.scenes.evaluation); ``--split`` then reads the split's scene file.
 Per cloud: ``<name>_pred.ply``, with labels ``<name>_gt.ply`` and ``<name>_error.ply``, with
 ``--png`` ``<name>.png`` (GT | prediction | errors); ``legend.json`` / ``legend.txt`` give every
 channel's dataset label, name and colour.
@@ -232,6 +234,33 @@ def predict_clouds(model: torch.nn.Module, clouds: Iterator[Cloud], *, cfg, task
         yield cloud, predict(scores).numpy()
 
 
+class _WholeClouds:
+    """Clouds as the scene metric reads scenes (``fragments(i, angle)``; css.pointcloud.scenes.evaluation)."""
+
+    def __init__(self, clouds: list[Cloud], voxel_size: float) -> None:
+        self.clouds, self.voxel_size = clouds, voxel_size
+
+    def fragments(self, i: int, angle: float = 0.0):
+        from css.pointcloud.scenes.data import cloud_fragments
+
+        cloud = self.clouds[i]
+        return {"coord": cloud.coord}, cloud_fragments(cloud.coord, cloud.color, self.voxel_size, angle)
+
+
+def predict_scenes(model: torch.nn.Module, clouds: Iterator[Cloud], *, cfg, task, step: int, env,
+                   predict) -> Iterator[tuple[Cloud, np.ndarray]]:
+    """(cloud, predicted channel per point) for every cloud, each predicted whole (a scene model)."""
+    from css.config.schema import step_value
+    from css.pointcloud.scenes.evaluation import scene_probabilities
+
+    batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
+    for cloud in clouds:
+        _, probs, _ = scene_probabilities(model, _WholeClouds([cloud], cfg.data.voxel_size), 0,
+                                          num_classes=task.num_classes(step), device=env.device, batch_size=batch,
+                                          precision=cfg.train.precision, rotations=cfg.data.tta_rotations)
+        yield cloud, predict(probs.t().unsqueeze(0))[0].cpu().numpy()
+
+
 def write_outputs(out: Path, cloud: Cloud, pred: np.ndarray, target: np.ndarray | None, colours: np.ndarray,
                   legend_entries, *, png: bool) -> list[str]:
     base = out / _safe(cloud.name)
@@ -279,7 +308,8 @@ def run(args, cfg, load) -> int:
         raise CSSError(f"--block-size must be positive, got {args.block_size}")
     env, task, step, model = load()
     if args.split:
-        files = [open_split(cfg.data.dataset, cfg.data.root, args.split, options=cfg.data.options or None).path]
+        files = [open_split(cfg.data.dataset, cfg.data.root, args.split, options=cfg.data.options or None,
+                            unit=cfg.data.unit).path]
     else:
         files = collect_inputs(args.clouds)
     if (args.blocks or args.scenes) and not any(f.suffix == PREPARED_SUFFIX for f in files):
@@ -301,8 +331,9 @@ def run(args, cfg, load) -> int:
     doc = legend(task, step, colours, args.checkpoint)
     entries = [(f"{c['channel']} {c['name']}", c["rgb"]) for c in doc["classes"]]
     count, seen = 0, set()
-    for cloud, pred in predict_clouds(model, clouds(), cfg=cfg, task=task, step=step, env=env,
-                                      predict=class_predictor(task, step)):
+    predicted = predict_scenes if cfg.data.unit == "scene" else predict_clouds
+    for cloud, pred in predicted(model, clouds(), cfg=cfg, task=task, step=step, env=env,
+                                 predict=class_predictor(task, step)):
         if _safe(cloud.name) in seen:
             raise CSSError(f"two inputs are both named {cloud.name!r} ({cloud.source}); predict them into "
                            f"different --out folders")

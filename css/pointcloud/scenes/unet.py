@@ -10,8 +10,8 @@ in head 0, as for DGCNN.
 Presets (``PRESETS``): ``spunet`` is the published size (encoder 32-64-128-256 after a 32-channel
 stem, decoder 256-128-96-96, blocks 2-3-4-6 / 2-2-2-2); ``small`` trains on a CPU in minutes.
 
-``forward(features (N, C_in), grid (N, 3) voxel coordinates, offsets (B,))`` takes the points of a
-batch concatenated (``css.pointcloud.scenes.sampling.collate_scenes``). Points of one sample that
+``forward(features (N, C_in), grid (N, 3) voxel coordinates, offsets (B,))``, or ``forward(batch)`` with
+a ``css.pointcloud.scenes.sampling.SceneBatch`` of them, takes the points of a batch concatenated. Points of one sample that
 share a voxel are averaged into it and all get its prediction; samples never mix. It returns
 ``SegOutput(logits (1, C, N), the same tensor, {"body": decoder features (1, F, N), "pre_logits": the
 same, "attentions": []})``: per-point logits in the layout the losses take.
@@ -166,7 +166,10 @@ class SparseUNet(IncrementalModel):
         self.cls = IncrementalHead(previous, classes_per_step, dims=1, bias=True, init="kaiming_normal")
         """One nn.Conv1d(F, n_i, 1) per step (css.heads.IncrementalHead)."""
 
-    def forward(self, features: Tensor, grid: Tensor, offsets: Tensor) -> SegOutput:
+    def forward(self, features: Any, grid: Tensor | None = None, offsets: Tensor | None = None) -> SegOutput:
+        """``features`` (N, C_in), ``grid`` and ``offsets``, or a ``SceneBatch`` alone (what the engine passes)."""
+        if grid is None:
+            features, grid, offsets = features.features, features.grid, features.offsets
         if features.dim() != 2 or features.shape[1] != self.in_channels:
             raise ValueError(f"the sparse UNet expects features (N, {self.in_channels}), got {tuple(features.shape)}")
         if grid.shape != (features.shape[0], 3) or offsets.dim() != 1 or int(offsets[-1]) != features.shape[0]:
