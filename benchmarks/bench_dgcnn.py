@@ -14,9 +14,7 @@ Writes benchmarks/results/dgcnn_step.json and .md (dgcnn_step_cuda.* on a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -27,11 +25,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_file import write  # noqa: E402
 from css.distributed import cpu_has_bf16  # noqa: E402
 from css.engine.precision import autocast
 from css.pointcloud.models import build_model  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CLASSES = [13, 1]  # S3DIS 12-1, step 1: background + 12 base classes, then clutter
 
 
@@ -112,22 +110,14 @@ def main() -> None:
     for precision in precisions:
         rows.append(one_setting(device, precision, batch, args.points, repeats, args.knn_chunk))
         print(rows[-1], flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
-    RESULTS.mkdir(exist_ok=True)
-    stem = "dgcnn_step" if device.type == "cpu" else f"dgcnn_step_{device.type}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
     memory = "peak GiB (CUDA allocated)" if device.type == "cuda" else "peak RSS GiB (process)"
-    lines = [f"# One DGCNN training step (k=20, {args.points} points, classes {CLASSES}, CE + Adam)", "",
-             f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch {machine['torch']}"
-             + (f", {machine['gpu']}" if machine["gpu"] else ""), "",
-             f"| device | precision | batch | s/step | points/s | {memory} |", "|---|---|---|---|---|---|"]
+    table = [f"| device | precision | batch | s/step | points/s | {memory} |", "|---|---|---|---|---|---|"]
     for r in rows:
         mem = r.get("peak_memory_gib", r.get("peak_rss_gib", "-"))
-        lines.append(f"| {r['device']} | {r['precision']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
+        table.append(f"| {r['device']} | {r['precision']} | {r['batch']} | {r['seconds_per_step']:.3f} | "
                      f"{r['points_per_second']:.0f} | {mem} |")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    lines = write("dgcnn_step", device, rows,
+                  f"# One DGCNN training step (k=20, {args.points} points, classes {CLASSES}, CE + Adam)", table)
     print("\n".join(lines))
 
 

@@ -16,9 +16,7 @@ Writes benchmarks/results/fps.json and .md (fps_cuda.* on a GPU).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,10 +25,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_file import write  # noqa: E402
 from css.pointcloud.ciss import gft_loss, pseudo_labels, xyz_knn  # noqa: E402
 from css.pointcloud.fps import farthest_point_sample  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed(fn, device: torch.device, repeats: int) -> tuple[float, float]:
@@ -99,20 +97,12 @@ def main() -> None:
         old_f = torch.randn(b, 448, n, generator=gen).to(device)
         run("GFT loss forward + backward (448-d)", lambda: gft_loss(new_f, old_f, xyz).backward(), threads, few)
 
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
-    RESULTS.mkdir(exist_ok=True)
-    stem = "fps" if device.type == "cpu" else f"fps_{device.type}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
-    lines = [f"# Farthest point sampling and 3DPC-CISS geometry (B={b}, N={n}, m={args.centres})", "",
-             f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch {machine['torch']}"
-             + (f", {machine['gpu']}" if machine["gpu"] else ""), "",
-             "| what | device | threads | ms/batch | first call ms | load avg |", "|---|---|---|---|---|---|"]
+    table = ["| what | device | threads | ms/batch | first call ms | load avg |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['what']} | {r['device']} | {r['threads'] or '-'} | {r['ms_per_batch']:.1f} | "
+        table.append(f"| {r['what']} | {r['device']} | {r['threads'] or '-'} | {r['ms_per_batch']:.1f} | "
                      f"{r['first_call_ms']:.1f} | {r['load_average_1min']} |")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    lines = write("fps", device, rows,
+                  f"# Farthest point sampling and 3DPC-CISS geometry (B={b}, N={n}, m={args.centres})", table)
     print("\n".join(lines))
 
 

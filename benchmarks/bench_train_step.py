@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results_file import write  # noqa: E402
 from css.config.method import MethodConfig
 from css.distributed import cpu_has_bf16  # noqa: E402
 from css.engine.precision import autocast
@@ -31,7 +30,6 @@ from css.image.models import build_model  # noqa: E402
 from css.methods.objective import Objective
 from css.methods.resolve import resolve_method
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def one_setting(device: torch.device, precision: str, batch: int, size: int, repeats: int, norm: str) -> dict:
@@ -114,20 +112,11 @@ def main() -> None:
                 continue  # InPlaceABN has no bfloat16 kernels (the config refuses this pair too)
             rows.append(one_setting(device, precision, batch, 512, repeats, norm))
             print(rows[-1], flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpu_count": os.cpu_count(), "torch": torch.__version__,
-               "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}
-    RESULTS.mkdir(exist_ok=True)
-    stem = "train_step" if device.type == "cpu" else f"train_step_{device.type}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "results": rows}, indent=2) + "\n")
-    lines = ["# One LGKD training step, DeepLabV3-ResNet-101, 512x512", "",
-             f"Machine: {machine['processor']}, {machine['cpu_count']} CPUs, torch {machine['torch']}"
-             + (f", {machine['gpu']}" if machine["gpu"] else ""), "",
-             "| device | precision | batch | norm | s/step | images/s | peak GiB |", "|---|---|---|---|---|---|---|"]
+    table = ["| device | precision | batch | norm | s/step | images/s | peak GiB |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['device']} | {r['precision']} | {r['batch']} | {r['norm']} | "
+        table.append(f"| {r['device']} | {r['precision']} | {r['batch']} | {r['norm']} | "
                      f"{r['seconds_per_step']:.3f} | {r['images_per_second']:.2f} | {r.get('peak_memory_gib', '-')} |")
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    lines = write("train_step", device, rows, "# One LGKD training step, DeepLabV3-ResNet-101, 512x512", table)
     print("\n".join(lines))
 
 

@@ -15,6 +15,10 @@
 #      one GPU: NCCL refuses two processes on one device), and whether the deprecated-collective
 #      FutureWarning or DDP's "Grad strides do not match bucket view strides" appears
 #      (docs/clusters.md, docs/pointcloud-model.md#memory-layout);
+#   2f. whole scenes (docs/pointcloud-scenes.md): spconv from .whl/ (spconv-cu120 and cumm-cu120 2.3.8 wheels
+#      with pccm, ccimport, pybind11, fire) when python3 lacks it; the sparse UNet's training step at
+#      50k / 100k points and a ScanNet-sized scan (150k points, 2 cm grid) in fp32 / fp16 / bf16 with the
+#      scene metric's time, and the whole-scene demo on CUDA with fp16;
 #   4. the whole test suite, if time is left.
 # Results land in $OUT (default benchmarks/results/gpu): gpu_check.log and results.tar.gz.
 set -u
@@ -85,6 +89,21 @@ if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
   echo "grad stride warnings: $(grep -c 'Grad strides do not match bucket view strides' $RES/ddp_nccl.log)"
 else
   echo "skipped: one GPU (NCCL needs one device per process)"
+fi
+
+say "2f. whole scenes: the sparse UNet step in fp32/fp16/bf16, the scene metric, the scene demo in fp16"
+if ! $PY -c "import spconv.pytorch" 2>/dev/null && ls .whl/spconv_cu*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --target /tmp/site .whl/spconv_cu*.whl .whl/cumm_cu*.whl \
+    .whl/pccm-*.whl .whl/ccimport-*.whl .whl/pybind11-*.whl .whl/fire-*.whl; echo "spconv install rc=$?"
+fi
+if $PY -c "import spconv.pytorch" 2>/dev/null; then
+  timeout $(cap 150) $PY benchmarks/bench_scenes.py --device cuda --quick; echo "rc=$?"
+  cp benchmarks/results/scenes_step_cuda.* $RES/ 2>/dev/null
+  timeout $(cap 120) $PY -m css.train --modality pointcloud --config configs/demo/scenes.yaml name=demo_scenes_gpu \
+    device=cuda train.precision=fp16 data.root=$RES/synthetic_pc output_dir=$RES/runs
+  echo "scene demo rc=$?"
+else
+  echo "skipped: no spconv for CUDA (put its wheels in .whl/)"
 fi
 
 if [ -n "$BUILD" ]; then

@@ -6,7 +6,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_lgkd.py", "bench_data.py", "bench_train_step.py", "bench_dgcnn.py", "bench_pc_data.py", "bench_fps.py",
-           "bench_coverage.py"]
+           "bench_coverage.py", "bench_scenes.py"]
 # bench_process_count.py trains the demo 7 times (about an hour on 2 cores): run it on its own.
 
 if __name__ == "__main__":

@@ -149,6 +149,11 @@ def test_shift_keeps_millimetres(layout, tmp_path, capsys):
     exact = (ints - ints.min(0)) * SCALE        # integer millimetres: no float64 rounding at all
     assert got.min(0).tolist() == [0.0, 0.0, 0.0]
     np.testing.assert_allclose(got, exact, rtol=0, atol=1e-4)
+    # a LAS tile is a scene too: kept whole, every point once, shifted the same way
+    # (docs/pointcloud-data.md#whole-scenes)
+    scenes = BlockStore(out / "test_scenes.h5")
+    assert scenes.ids == ["c"] and scenes.attrs["unit"] == "scene"
+    np.testing.assert_allclose(scenes.block(0)["coord"].astype(np.float64), exact, rtol=0, atol=1e-4)
     # the first point, written at 123456 + its random offset in mm from 500 km east
     first = (ints[0] - ints.min(0)) * 0.001
     assert np.all(np.abs(got[0] - first) < 1e-3)

@@ -154,3 +154,23 @@ def test_scene_files_and_keys_fail_clearly(root, tmp_path):
         open_split("folder", tmp_path, "train", unit="scene")
     with pytest.raises(ConfigError, match="data.crop"):
         dataset(root, 0, "train", crop_mode="cube")
+
+
+def test_inspect_a_scene_config_counts_whole_scenes(root, tmp_path, capsys):
+    """python -m css.data inspect on a data.unit: scene config: the scenes of every step (as in the
+    selection test) and the points per channel of the whole scenes."""
+    import yaml
+
+    from css import data as inspect_cli
+
+    root, _ = root
+    cfg = {"modality": "pointcloud", "data": {"dataset": "folder", "root": str(root), "unit": "scene",
+                                              "presence_fraction": 0.0, "presence_min_points": 100},
+           "model": {"arch": "sparse_unet"}, "task": {"steps": [[0, 1], [2], [3]]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert inspect_cli.main(["inspect", "--config", str(tmp_path / "c.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "step 0: 4 train scenes, 2 test scenes" in out and "step 2: 1 train scenes, 2 test scenes" in out
+    # step 1 trains on train_1 (200 floor, 150 chair): chair 150 points, background its 200 floor points
+    step1 = out.split("step 1: 1 train scenes, 2 test scenes")[1].split("step 2:")[0]
+    assert " 150 " in step1.split("chair")[1].split("\n")[0] and " 200 " in step1.split("background")[1].split("\n")[0]

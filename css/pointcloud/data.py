@@ -378,11 +378,11 @@ def dataset_summary(name: str, root: str | os.PathLike | None, *, task: Task, pr
     return rows
 
 
-def format_summary(rows: list[StepSummary]) -> str:
-    """Human-readable lines of ``dataset_summary``."""
+def format_summary(rows: list[StepSummary], unit: str = "block") -> str:
+    """Human-readable lines of ``dataset_summary`` (``unit``: what the stores hold, block or scene)."""
     lines = []
     for row in rows:
-        lines.append(f"step {row.step}: {row.train_blocks} train blocks, {row.test_blocks} test blocks")
+        lines.append(f"step {row.step}: {row.train_blocks} train {unit}s, {row.test_blocks} test {unit}s")
         for channel, (name, train, test) in enumerate(zip(row.channels, row.train_points, row.test_points)):
             lines.append(f"  {channel:3d} {name:<20s} train points {train:>12,d}  test points {test:>12,d}")
     return "\n".join(lines)

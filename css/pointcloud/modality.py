@@ -247,19 +247,19 @@ class PointCloudModality(Modality):
                 cache_dir: str | None, cfg=None) -> str:
         """The report of a prepared point-cloud dataset: blocks and points per class per step
         (from the counts stored by the preparation; no point is read)."""
-        from css.pointcloud.data import (
-            dataset_summary,
-            format_summary,
-            load_dataset_task,
-        )
+        from css.pointcloud.data import dataset_summary, format_summary, load_dataset_task, open_split
+        from css.tasks.task import SPLITS
 
         presence = (cfg.data.presence_fraction, cfg.data.presence_min_points) if cfg is not None else (0.05, 100)
         task = load_dataset_task(dataset, spec, root=root, options=options)
+        # a scene config is inspected on its whole scenes (docs/pointcloud-scenes.md#data)
+        unit = cfg.data.unit if cfg is not None else "block"
+        stores = {split: open_split(dataset, root, split, options=options, unit=unit) for split in SPLITS}
         rows = dataset_summary(dataset, root, task=task, protocol=protocol, overlap=overlap, presence=presence,
-                               options=options)
+                               options=options, stores=stores)
         setting = "overlap" if overlap else "disjoint"
         return "\n".join([task.describe(), f"dataset {dataset}, {setting} setting, protocol {protocol}", "",
-                          format_summary(rows)])
+                          format_summary(rows, unit)])
 
     def add_predict_arguments(self, inputs, parser) -> None:
         from css.pointcloud.predict import add_arguments
