@@ -160,6 +160,8 @@ def _evaluate(args, cfg, targets) -> int:
 
     env = init_distributed(cfg.device, cfg.train.dist_timeout)
     modality = get_modality(cfg.modality)
+    # what the default evaluates: the modality's own metric ("scene" for whole-scene runs)
+    metric = args.metric if args.metric == "full" else (modality.metric_name(cfg) or args.metric)
     cfg.method = resolve_method(cfg.method, dataset=cfg.data.dataset, protocol=cfg.protocol, modality=cfg.modality)
     task = modality.task(cfg)
     keys = STEP_METRICS
@@ -183,7 +185,7 @@ def _evaluate(args, cfg, targets) -> int:
         summary = step_summary(shown, task)
         iou = class_ious(shown)
         rows.append({"run": f"step {step}", **{k: summary[k] for k in keys}})
-        out.append({"step": step, "checkpoint": str(path), "metric": args.metric,
+        out.append({"step": step, "checkpoint": str(path), "metric": metric,
                     "num_test": getattr(cm, "samples", len(test_set)), "summary": {k: summary[k] for k in keys},
                     "iou": iou, "class_names": task.channel_names(step)})
         if args.metric == "full":
@@ -195,7 +197,8 @@ def _evaluate(args, cfg, targets) -> int:
         write_run_results(Path(args.target), cfg, task, env, evaluated)
     if env.is_main:
         if modality.metric is not None:
-            print(f"metric: {args.metric}" + (" (every point of every test block)" if args.metric == "full" else ""))
+            about = {"full": " (every point of every test block)", "scene": " (every point of every test scene)"}
+            print(f"metric: {metric}" + about.get(metric, ""))
         print(format_table(rows))
         if args.json:
             from css.results.jsonfile import dumps_json

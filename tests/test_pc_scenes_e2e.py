@@ -166,3 +166,17 @@ def test_the_scene_configs_line_up_with_the_block_tables(dataset, tasks):
         if name != "joint":
             blocks = load_config(ROOT / "configs" / dataset / f"{name.rsplit('_', 1)[0]}_lgkd.yaml")
             assert modality.task(cfg).steps == modality.task(blocks).steps, name
+
+
+def test_css_evaluate_recomputes_the_scene_metric(finished, tmp_path, capsys):
+    from css.evaluate import main
+
+    _, run, _ = finished
+    assert main([str(run), "--steps", "1", "--json", str(tmp_path / "e.json")]) == 0
+    assert "metric: scene (every point of every test scene)" in capsys.readouterr().out
+    (entry,) = json.loads((tmp_path / "e.json").read_text())
+    assert entry["metric"] == "scene" and entry["iou"] == _results(run)["steps"][1]["iou"]
+    from css.cli import run_cli
+
+    assert run_cli(main, [str(run), "--metric", "full"]) == 2
+    assert "runs on whole scenes" in capsys.readouterr().err
