@@ -180,3 +180,14 @@ def test_css_evaluate_recomputes_the_scene_metric(finished, tmp_path, capsys):
 
     assert run_cli(main, [str(run), "--metric", "full"]) == 2
     assert "runs on whole scenes" in capsys.readouterr().err
+
+
+def test_the_html_report_shows_a_scene_sample_as_a_subset(finished, tmp_path):
+    from css.htmlreport.page import write_report
+
+    _, run, _ = finished
+    index = write_report(tmp_path / "report", [run])
+    sample = json.loads((run / "step1" / "samples" / "samples.json").read_text())["samples"][0]
+    shown = min(sample["points"], sample["max_points"])
+    title = f"{sample['id']}: {shown} of its {sample['points']} points"
+    assert (title in Path(index).read_text()) == (shown < sample["points"])
