@@ -74,7 +74,8 @@ def test_a_batch_concatenates_points_with_offsets():
              (torch.zeros(5, 4), torch.ones(5, 3, dtype=torch.int64), torch.arange(5))]
     batch, labels = collate_scenes(items)
     assert batch.features.shape == (8, 4) and batch.grid.shape == (8, 3) and batch.offsets.tolist() == [3, 8]
-    assert len(batch) == 2 and batch.sample(1) == slice(3, 8) and batch.grid[batch.sample(1)].eq(1).all()
+    assert len(batch) == 2 and batch.sample_index().tolist() == [0, 0, 0, 1, 1, 1, 1, 1]
+    assert batch.grid[batch.sample_index() == 1].eq(1).all() and batch.grid[:3].eq(0).all()
     assert labels.shape == (1, 8) and labels[0, 3:8].tolist() == [0, 1, 2, 3, 4]
     moved = batch.to("cpu")
     assert isinstance(moved, type(batch)) and torch.equal(moved.features, batch.features)

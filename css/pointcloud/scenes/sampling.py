@@ -109,12 +109,13 @@ class SceneBatch:
 
     def sample_index(self) -> torch.Tensor:
         """(N,) the sample of every point (PLOP's adaptive factor is per sample, css.losses.pseudo)."""
-        sizes = torch.diff(self.offsets, prepend=self.offsets.new_zeros(1))
-        return torch.repeat_interleave(torch.arange(len(self.offsets), device=self.offsets.device), sizes)
+        return point_samples(self.offsets)
 
-    def sample(self, b: int) -> slice:
-        """The points of sample ``b``."""
-        return slice(int(self.offsets[b - 1]) if b else 0, int(self.offsets[b]))
+
+def point_samples(offsets: torch.Tensor) -> torch.Tensor:
+    """(N,) the sample of every point of a batch whose sample b ends at ``offsets[b]``."""
+    sizes = torch.diff(offsets, prepend=offsets.new_zeros(1))
+    return torch.repeat_interleave(torch.arange(len(offsets), device=offsets.device), sizes)
 
 
 def collate_scenes(items: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> tuple[SceneBatch, torch.Tensor]:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from css.errors import ConfigError, require
 from css.heads import IncrementalHead, IncrementalModel
 from css.nn import BatchNormAct, SegOutput
+from css.pointcloud.scenes.sampling import point_samples
 
 PRESETS: dict[str, dict[str, tuple[int, ...]]] = {
     "spunet": {"stem": (32,), "channels": (32, 64, 128, 256, 256, 128, 96, 96), "layers": (2, 3, 4, 6, 2, 2, 2, 2)},
@@ -175,8 +176,7 @@ class SparseUNet(IncrementalModel):
         if grid.shape != (features.shape[0], 3) or offsets.dim() != 1 or int(offsets[-1]) != features.shape[0]:
             raise ValueError(f"grid must be (N, 3) voxel coordinates and offsets end at N = {features.shape[0]}; "
                              f"got grid {tuple(grid.shape)}, offsets {offsets.tolist()}")
-        sample = torch.repeat_interleave(torch.arange(len(offsets), device=grid.device),
-                                         torch.diff(offsets, prepend=offsets.new_zeros(1)))
+        sample = point_samples(offsets)
         keys = torch.cat([sample[:, None], grid.long()], dim=1)
         voxels, inverse = torch.unique(keys, dim=0, return_inverse=True)
         counts = torch.bincount(inverse, minlength=len(voxels)).clamp(min=1).to(features.dtype)
