@@ -119,21 +119,16 @@ def one_setting(arch: str, preset: str, points: int, voxel: float, precision: st
 
 def evaluation_seconds(model, points: int, voxel: float, device: torch.device, precision: str) -> float:
     """The scene metric's time for one scene of ``points`` points with 4 points per voxel (4 fragments)."""
-    from css.pointcloud.scenes.evaluation import scene_probabilities
+    from css.pointcloud.scenes.evaluation import CloudFragments, scene_probabilities
 
     coord, color = room(points // 4, voxel, seed=1)
     coord = np.repeat(coord, 4, axis=0) + np.random.default_rng(2).uniform(0, voxel / 10, (len(coord) * 4, 3))
-
-    class One:
-        def fragments(self, i, angle=0.0):
-            from css.pointcloud.scenes.data import cloud_fragments
-
-            return {"coord": coord}, cloud_fragments(coord, np.repeat(color, 4, axis=0), voxel, angle)
-
+    scene = CloudFragments([(coord, np.repeat(color, 4, axis=0))], voxel)
     model.eval()
     t0 = time.perf_counter()
-    scene_probabilities(model, One(), 0, num_classes=sum(CLASSES), device=device, batch_size=4, precision=precision)
-    torch.cuda.synchronize()
+    scene_probabilities(model, scene, 0, num_classes=sum(CLASSES), device=device, batch_size=4, precision=precision)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 

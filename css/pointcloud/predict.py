@@ -234,28 +234,15 @@ def predict_clouds(model: torch.nn.Module, clouds: Iterator[Cloud], *, cfg, task
         yield cloud, predict(scores).numpy()
 
 
-class _WholeClouds:
-    """Clouds as the scene metric reads scenes (``fragments(i, angle)``; css.pointcloud.scenes.evaluation)."""
-
-    def __init__(self, clouds: list[Cloud], voxel_size: float) -> None:
-        self.clouds, self.voxel_size = clouds, voxel_size
-
-    def fragments(self, i: int, angle: float = 0.0):
-        from css.pointcloud.scenes.data import cloud_fragments
-
-        cloud = self.clouds[i]
-        return {"coord": cloud.coord}, cloud_fragments(cloud.coord, cloud.color, self.voxel_size, angle)
-
-
 def predict_scenes(model: torch.nn.Module, clouds: Iterator[Cloud], *, cfg, task, step: int, env,
                    predict) -> Iterator[tuple[Cloud, np.ndarray]]:
     """(cloud, predicted channel per point) for every cloud, each predicted whole (a scene model)."""
     from css.config.schema import step_value
-    from css.pointcloud.scenes.evaluation import scene_probabilities
+    from css.pointcloud.scenes.evaluation import CloudFragments, scene_probabilities
 
     batch = cfg.train.eval_batch_size or step_value(cfg, "batch_size", step)
     for cloud in clouds:
-        _, probs, _ = scene_probabilities(model, _WholeClouds([cloud], cfg.data.voxel_size), 0,
+        _, probs, _ = scene_probabilities(model, CloudFragments([(cloud.coord, cloud.color)], cfg.data.voxel_size), 0,
                                           num_classes=task.num_classes(step), device=env.device, batch_size=batch,
                                           precision=cfg.train.precision, rotations=cfg.data.tta_rotations)
         yield cloud, predict(probs.t().unsqueeze(0))[0].cpu().numpy()

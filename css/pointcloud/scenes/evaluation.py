@@ -23,6 +23,7 @@ from css.distributed import DistEnv, all_reduce_sum
 from css.engine.loaders import progress
 from css.engine.precision import autocast
 from css.metrics import ConfusionMatrix
+from css.pointcloud.scenes.data import cloud_fragments
 from css.pointcloud.scenes.sampling import collate_scenes
 
 
@@ -35,6 +36,18 @@ def _groups(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             group = []
     if group:
         yield group
+
+
+class CloudFragments:
+    """Clouds that are no dataset, (coord, color) each (css.predict's inputs, a benchmark's scene), read as
+    ``scene_probabilities`` reads a SceneDataset's scenes."""
+
+    def __init__(self, clouds: list[tuple[np.ndarray, np.ndarray]], voxel_size: float) -> None:
+        self.clouds, self.voxel_size = clouds, voxel_size
+
+    def fragments(self, i: int, angle: float = 0.0) -> tuple[dict[str, np.ndarray], Iterator[tuple]]:
+        coord, color = self.clouds[i]
+        return {"coord": coord}, cloud_fragments(coord, color, self.voxel_size, angle)
 
 
 @torch.no_grad()
